@@ -1,0 +1,1 @@
+"""The provider's API: typed models (`models`) and the HTTP client (`client`)."""

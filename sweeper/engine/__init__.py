@@ -1,0 +1,1 @@
+"""The sweep loop: claim -> ask -> launch -> watch -> report -> tell; resume; budgets."""

@@ -1,0 +1,1 @@
+"""sweeper's own tables (`models`), sessions and migrations (`db`), queries (`queries`)."""
