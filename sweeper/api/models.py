@@ -189,6 +189,7 @@ class Job(_Response):
     total_steps: int | None = None
     # OpenAI only
     fine_tuned_model: str | None = None
+    user_provided_suffix: str | None = None  # OpenAI echoes the suffix here, not in `suffix`
     metadata: dict[str, str] | None = None
 
     @property
