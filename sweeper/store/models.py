@@ -20,6 +20,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -111,10 +112,10 @@ class Attempt(Base):
     # the provider's side
     job_id: Mapped[str | None] = mapped_column(String(128), unique=True, default=None)
     job_status: Mapped[str | None] = mapped_column(String(32), default=None)
-    trained_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
     trained_steps: Mapped[int | None] = mapped_column(Integer, default=None)
     total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
-    estimated_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    estimated_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
     error_code: Mapped[str | None] = mapped_column(String(128), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     pruned: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -150,7 +151,7 @@ class CheckpointRow(Base):
     train_loss: Mapped[float | None] = mapped_column(Float, default=None)
     valid_loss: Mapped[float | None] = mapped_column(Float, default=None)
     metrics: Mapped[dict[str, object]] = mapped_column(JSON)
-    created_at: Mapped[int] = mapped_column(Integer)  # provider's unix seconds
+    created_at: Mapped[int] = mapped_column(BigInteger)  # provider's unix seconds
 
     attempt: Mapped[Attempt] = relationship(back_populates="checkpoints")
 
@@ -166,7 +167,7 @@ class EventRow(Base):
         ForeignKey("sweep_attempts.id", ondelete="CASCADE"), index=True
     )
     event_id: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger)
     level: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     type: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -186,7 +187,7 @@ class UploadedFile(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     file_id: Mapped[str] = mapped_column(String(128))
     filename: Mapped[str] = mapped_column(String(512))
-    bytes: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
     n_examples: Mapped[int] = mapped_column(Integer)
-    n_tokens: Mapped[int] = mapped_column(Integer)
+    n_tokens: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime)
