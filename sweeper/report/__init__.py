@@ -1,1 +1,1 @@
-"""Reading a sweep: status, compare tables and exports, trial details, the HTML report."""
+"""The read side: status, compare, show and the HTML report. Never writes the database."""
