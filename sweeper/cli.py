@@ -65,35 +65,98 @@ def run(config: str, n_trials: int | None, max_concurrent: int | None, dry_run: 
 @cli.command()
 @config_argument
 def status(config: str) -> None:
-    """Trials by state, jobs in flight with progress, best so far, budget used."""
-    _not_yet("status")
+    """Trials by state, jobs in flight with progress, best so far, budget used.
+
+    Read-only: safe to run while `sweep run` is working on the same database.
+
+    \b
+    Example:
+      sweep status configs/quickstart.toml
+    """
+    from sweeper.report.status import render_status, sweep_status
+    from sweeper.report.term import console, load_context
+
+    out = console()
+    for part in render_status(sweep_status(load_context(config))):
+        out.print(part)
 
 
 @cli.command()
 @config_argument
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table")
-@click.option("--top", type=click.IntRange(min=1), help="Only the N best trials.")
-@click.option("--sort", "sort_by", metavar="METRIC", help="Sort by this column (default: the objective).")
-@click.option("--with", "with_configs", multiple=True, type=click.Path(dir_okay=False), help="Another sweep's config: put its best trials beside these.")
+@click.option("--top", type=click.IntRange(min=1), help="Only the first N rows in the chosen order (default order: best first).")
+@click.option("--sort", "sort_by", metavar="METRIC", help="Sort by a metric, a param, or number/trained_tokens/cost/duration (default: the objective, best first).")
+@click.option("--with", "with_configs", multiple=True, type=click.Path(dir_okay=False), help="Another sweep's config: show the best trial of each sweep side by side.")
 def compare(config: str, fmt: str, top: int | None, sort_by: str | None, with_configs: tuple[str, ...]) -> None:
-    """One row per trial: state, objective value(s), params, job, tokens, cost, duration."""
-    _not_yet("compare")
+    """One row per trial: state, objective value(s), params, job, tokens, cost, duration.
+
+    \b
+    Example:
+      sweep compare configs/quickstart.toml --top 5
+      sweep compare configs/quickstart.toml --format json --sort cost
+    """
+    from sweeper.report import compare as c
+    from sweeper.report.term import console, load_context
+
+    ctx = load_context(config)
+    if with_configs:
+        records = [rec for p in (config, *with_configs) for rec in c.best_of(load_context(p))]
+        console().print(c.render_side_by_side(records, fmt))
+        return
+    try:
+        cmp = c.compare(ctx, sort_by=sort_by, top=top)
+    except c.UnknownSortKey as exc:
+        raise click.BadParameter(str(exc), param_hint="--sort") from exc
+    if fmt == "table":
+        console().print(c.render_table(cmp))
+    else:
+        click.echo({"json": c.render_json, "csv": c.render_csv, "markdown": c.render_markdown}[fmt](cmp), nl=fmt == "json")
 
 
 @cli.command()
 @config_argument
 @click.argument("trial", type=int)
 def show(config: str, trial: int) -> None:
-    """One trial: params, attempts with job ids, events, per-epoch metrics, error."""
-    _not_yet("show")
+    """One trial: params, attempts with job ids, events, per-epoch metrics, error.
+
+    An unknown TRIAL number is a usage error (exit code 2).
+
+    \b
+    Example:
+      sweep show configs/quickstart.toml 3
+    """
+    from sweeper.report.show import UnknownTrial, render_trial, show_trial
+    from sweeper.report.term import console, load_context
+
+    try:
+        view = show_trial(load_context(config), trial)
+    except UnknownTrial as exc:
+        raise click.BadParameter(str(exc), param_hint="TRIAL") from exc
+    out = console()
+    for part in render_trial(view):
+        out.print(part)
 
 
 @cli.command()
 @config_argument
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
 def report(config: str, out: str) -> None:
-    """Write a self-contained HTML report (history, loss curves, importances, table)."""
-    _not_yet("report")
+    """Write a self-contained HTML report (history, loss curves, importances, table).
+
+    The page embeds plotly.js, so it opens offline; it never writes the database.
+
+    \b
+    Example:
+      sweep report configs/quickstart.toml --out report.html
+    """
+    from sweeper.report.html import write_report
+    from sweeper.report.term import load_context
+
+    summary = write_report(load_context(config), out)
+    for note in summary.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {summary.path} ({summary.trials} trials, {summary.figures} figures, "
+               f"{summary.seconds:.1f} s)")
 
 
 @cli.command()
@@ -114,11 +177,50 @@ def gc(config: str, yes: bool) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=int)
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Where files and jobs persist.")
-def serve(host: str, port: int, state_dir: str | None) -> None:
-    """Run the local fine-tuning service (a Nebius-compatible API whose jobs really train)."""
-    _not_yet("serve")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(min=0), help="0 picks a free port.")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Where files and jobs persist [default: ./.sweeper-local].")
+@click.option("--api-key", envvar="SWEEPER_LOCAL_API_KEY", help="The bearer token to accept [env SWEEPER_LOCAL_API_KEY; default: random, printed].")
+@click.option("--port-file", type=click.Path(dir_okay=False), help="Write the base URL to this file once listening.")
+@click.option("--max-running", type=click.IntRange(min=1), default=4, show_default=True, help="Jobs training at once; more wait in `queued`.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, help="P(answer 500).")
+@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, help="P(close the connection without answering).")
+@click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), help="Requests per second beyond which the answer is 429 with Retry-After.")
+@click.option("--latency", type=click.FloatRange(min=0), default=0.0, help="Seconds added to every answer.")
+@click.option("--job-failure-rate", type=click.FloatRange(0, 1), default=0.0, help="P(a job fails mid-training with internal_error).")
+@click.option("--step-delay", type=click.FloatRange(min=0), default=0.0, help="Seconds slept per training step (long jobs).")
+@click.option("--seed", type=int, help="Seed of the injected faults (reproducible runs).")
+@click.option("--list-models", is_flag=True, help="Print the model names it accepts and exit.")
+def serve(host: str, port: int, state_dir: str | None, api_key: str | None, port_file: str | None,
+          max_running: int, error_rate: float, drop_rate: float, rate_limit: float | None,
+          latency: float, job_failure_rate: float, step_delay: float, seed: int | None,
+          list_models: bool) -> None:
+    """Run the local fine-tuning service (a Nebius-compatible API whose jobs really train).
+
+    Once it accepts connections it prints one line, `sweeper local service listening on
+    http://HOST:PORT/v1`, and serves until Ctrl-C or SIGTERM. State survives restarts.
+
+    \b
+    Example:
+      sweep serve --port 0 --state-dir /tmp/ft --api-key secret --error-rate 0.1 --seed 1
+    """
+    from pathlib import Path
+
+    from sweeper.local import catalog
+    from sweeper.local.embedded import serve_forever
+    from sweeper.local.faults import FaultConfig
+
+    if list_models:
+        for m in catalog.MODELS.values():
+            click.echo(f"{m.name}\t{m.local_name}")
+        return
+    if api_key is None:
+        import secrets
+
+        api_key = f"sk-local-{secrets.token_hex(16)}"
+        click.echo(f"api key: {api_key}", err=True)
+    faults = FaultConfig(error_rate, drop_rate, rate_limit, latency, job_failure_rate, step_delay, seed)
+    serve_forever(Path(state_dir or ".sweeper-local"), host=host, port=port, api_key=api_key, faults=faults,
+                  max_running=max_running, port_file=Path(port_file) if port_file else None)
 
 
 @cli.group()

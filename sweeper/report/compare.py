@@ -330,9 +330,9 @@ def best_of(ctx: ReportContext) -> list[dict[str, Any]]:
     chosen = [r for r in cmp.rows if r.best or r.pareto]
     out = []
     for rec in to_records(Comparison(ctx=ctx, rows=chosen, params=cmp.params)):
-        out.append({"sweep": ctx.sweep_name, **rec})
+        out.append({"sweep": ctx.sweep_name, "metrics": list(ctx.metrics), **rec})
     if not chosen:
-        out.append({"sweep": ctx.sweep_name, "number": None, "state": None, "values": None,
+        out.append({"sweep": ctx.sweep_name, "metrics": list(ctx.metrics), "number": None, "state": None, "values": None,
                     "params": {}, "job_id": None})
     return out
 
@@ -348,7 +348,8 @@ def render_side_by_side(records: list[dict[str, Any]], fmt: str) -> Any:
         body.append([
             str(rec["sweep"]),
             fmt_value(rec.get("number")),
-            ", ".join(fmt_value(v) for v in vals) if vals else "-",
+            ", ".join(f"{m}={fmt_value(v)}" for m, v in zip(rec["metrics"], vals, strict=False))
+            if vals else "-",
             ", ".join(f"{k}={fmt_value(v)}" for k, v in sorted(rec["params"].items())) or "-",
             rec.get("job_id") or "-",
         ])
