@@ -32,6 +32,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -288,7 +289,7 @@ def _state_on(conn: Connection, script: ScriptDirectory) -> SchemaState:
         try:
             if script.get_revision(revision) is None:
                 return "ahead"
-        except RevisionError:
+        except (RevisionError, CommandError):  # a revision this code does not have
             return "ahead"
     return "behind"
 
