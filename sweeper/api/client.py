@@ -31,6 +31,7 @@ never part of ``repr`` or of an error message (and is redacted should a server e
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import email.utils
 import ipaddress
@@ -502,14 +503,13 @@ class ApiClient:
                 return False
             wait = exc.retry_after
             if wait is None:
-                _log.warning("%s failed (%s); retrying", call.key, exc.status_code or "transport")
-                return True
+                return True  # stamina's jittered exponential backoff (stamina logs the retry)
             if self._clock() - call.started + wait > self._retry_timeout:
-                _log.warning("%s asked to wait %.1f s: beyond the retry budget", call.key, wait)
+                _log.warning(
+                    "%s: the server asks to wait %.1f s, beyond the budget", call.key, wait
+                )
                 return False
-            _log.warning(
-                "%s failed (%s); retrying in %.1f s as asked", call.key, exc.status_code, wait
-            )
+            _log.info("%s: waiting %.1f s as the server asks", call.key, wait)
             call.pending_wait = wait
             return 0.0  # we sleep the server's wait ourselves (see _pause), not stamina
 
@@ -553,48 +553,50 @@ class ApiClient:
     ) -> httpx.Response:
         """One HTTP attempt: a 2xx response, or :class:`_Transient`, or a final ApiError."""
         self._pause(call)
-        call.attempts += 1
-        self.stats[call.key] += 1
-        try:
+        with contextlib.ExitStack() as stack:
+            kwargs: dict[str, Any] = {"params": params}
             if upload is not None:
                 path, purpose = upload
                 try:
-                    with path.open("rb") as fh:
-                        response = self._http.request(
-                            call.method,
-                            call.path,
-                            params=params,
-                            files={"file": (path.name, fh)},
-                            data={"purpose": purpose},
-                        )
+                    fh = stack.enter_context(path.open("rb"))
                 except OSError as exc:
                     raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+                kwargs["files"] = {"file": (path.name, fh)}
+                kwargs["data"] = {"purpose": purpose}
             else:
-                response = self._http.request(call.method, call.path, params=params, json=json)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            _log.info("%s -> %s", call.key, type(exc).__name__)
-            raise _Transient(
-                self._redact(f"cannot connect ({type(exc).__name__}: {exc})"), maybe_processed=False
-            ) from exc
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            _log.info("%s -> %s", call.key, type(exc).__name__)
-            raise _Transient(
-                self._redact(f"connection lost ({type(exc).__name__}: {exc})"), maybe_processed=True
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise ApiUnavailable(
-                self._redact(f"{call.label}: {type(exc).__name__}: {exc}")
-            ) from exc
+                kwargs["json"] = json
+            call.attempts += 1
+            self.stats[call.key] += 1
+            try:
+                response = self._http.request(call.method, call.path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                _log.info("%s -> %s", call.key, type(exc).__name__)
+                raise _Transient(
+                    self._redact(f"cannot connect ({type(exc).__name__}: {exc})"),
+                    maybe_processed=False,
+                ) from exc
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                _log.info("%s -> %s", call.key, type(exc).__name__)
+                raise _Transient(
+                    self._redact(f"connection lost ({type(exc).__name__}: {exc})"),
+                    maybe_processed=True,
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise ApiUnavailable(
+                    self._redact(f"{call.label}: {type(exc).__name__}: {exc}")
+                ) from exc
+            except OSError as exc:  # the upload's file failed while being streamed
+                raise ConfigError(f"{call.label}: cannot read the file: {exc}") from exc
         status = response.status_code
-        _log.debug("%s -> %d", call.key, status)
         if 200 <= status < 300:
+            _log.debug("%s -> %d", call.key, status)
             return response
+        _log.info("%s -> %d", call.key, status)
         reason = f"HTTP {status} {response.reason_phrase}".rstrip()
         message, problems, code = _error_details(response)
         message = self._redact(message)
         problems = [self._redact(p) for p in problems]
         if status in _RETRY_STATUSES or status >= 500:
-            _log.info("%s -> %d", call.key, status)
             if response.headers.get("x-should-retry", "").lower() == "false":
                 raise ApiUnavailable(f"{call.label}: {reason}: {message}", status_code=status)
             raise _Transient(
@@ -608,7 +610,6 @@ class ApiClient:
                 f"{call.label}: unexpected {reason} (redirects are not followed)",
                 status_code=status,
             )
-        _log.info("%s -> %d", call.key, status)
         error_type: type[ApiRejected] = ApiRejected
         if status in (401, 403):
             error_type = ApiAuthError
