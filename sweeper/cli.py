@@ -59,7 +59,28 @@ def run(config: str, n_trials: int | None, max_concurrent: int | None, dry_run: 
     Example:
       sweep run configs/quickstart.toml --max-concurrent 2
     """
-    _not_yet("run")
+    import os
+
+    from sweeper import ui
+    from sweeper.config import load_config
+
+    cfg = load_config(config)
+    if dry_run:
+        from sweeper.engine.service import plan_sweep
+
+        ui.print_plan(cfg, plan_sweep(cfg, env=os.environ, n_trials=n_trials))
+        return
+    from sweeper.engine.service import run_sweep
+
+    with ui.observer_for(cfg) as observer:
+        result = run_sweep(
+            cfg, env=os.environ, n_trials=n_trials, max_concurrent=max_concurrent,
+            allow_config_change=allow_config_change, cancel_on_exit=cancel_on_exit,
+            observer=observer,
+        )
+    ui.print_result(cfg, result)
+    if result.interrupted:
+        sys.exit(130)
 
 
 @cli.command()
@@ -232,7 +253,13 @@ def db() -> None:
 @config_argument
 def db_upgrade(config: str) -> None:
     """Apply sweeper's migrations to the storage CONFIG names."""
-    _not_yet("db upgrade")
+    from sweeper.config import load_config
+    from sweeper.engine.prepare import resolve_storage
+    from sweeper.store.db import upgrade
+
+    cfg = load_config(config)
+    upgrade(resolve_storage(cfg))
+    click.echo(f"{cfg.sweep.storage}: sweeper's tables are at the newest schema")
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ def _conversation(obj: dict[str, Any], where: str) -> Example:
         if not isinstance(content, str):
             raise DatasetError(f"{where}: messages[{i}].content must be a string")
         head = _bytes(f"<{role}>")
-        body = _bytes(content) + [EOS]
+        body = [*_bytes(content), EOS]
         train = 1 if role == "assistant" else 0
         tokens += head + body
         weights += [0] * len(head) + [train] * len(body)

@@ -53,7 +53,7 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf or exploded."""
 
 
-class Stopped(Exception):  # noqa: N818 - a control-flow signal, not an error
+class Stopped(Exception):
     """A hook asked training to stop (cancel, shutdown, injected failure)."""
 
 
