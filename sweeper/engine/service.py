@@ -1,0 +1,196 @@
+"""The two things `sweep run` can do: run (or resume) a sweep, or plan it without spending."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sweeper.config import Config
+from sweeper.engine.prepare import (
+    check_inputs,
+    open_sweep_row,
+    provider,
+    resolve_storage,
+    upload_once,
+)
+from sweeper.engine.runner import Files, Hook, Observer, Runner, RunOptions, RunResult, _silent
+
+
+def run_sweep(
+    cfg: Config,
+    *,
+    env: Mapping[str, str],
+    n_trials: int | None = None,
+    max_concurrent: int | None = None,
+    allow_config_change: bool = False,
+    cancel_on_exit: bool = False,
+    observer: Observer = _silent,
+    hook: Hook | None = None,
+    lease: timedelta | None = None,
+) -> RunResult:
+    """Start or resume the sweep; returns when every trial is closed or a budget stops it."""
+    checked = check_inputs(cfg, env)  # nothing spent, nothing written before this passes
+
+    import optuna
+
+    from sweeper.api.client import ApiClient
+    from sweeper.engine.study import open_study, quiet_optuna
+    from sweeper.store import queries as q
+    from sweeper.store.db import (
+        ensure_schema,
+        make_engine,
+        make_sessionmaker,
+        optuna_storage,
+        transaction,
+    )
+
+    quiet_optuna()
+    url = resolve_storage(cfg)
+    engine = make_engine(url)
+    try:
+        ensure_schema(engine)
+        Session = make_sessionmaker(engine)
+        sweep = open_sweep_row(Session, cfg, allow_change=allow_config_change)
+        with transaction(Session) as s:
+            worker_id, ordinal = q.register_worker(s, sweep.id)
+        seed = None if cfg.sweep.seed is None else cfg.sweep.seed + 7919 * ordinal
+        storage = optuna_storage(url)
+        study = open_study(cfg, storage, seed)
+        observer(
+            "started", sweep=cfg.sweep.name, storage=url, worker=worker_id, resumed=ordinal > 0
+        )
+        with (
+            provider(cfg, checked.api_key, env) as (base_url, key, cache_key),
+            ApiClient(base_url, key, timeout=cfg.api.request_timeout) as client,
+        ):
+            files = _files(cfg, client, Session, cache_key, checked)
+            runner = Runner(
+                cfg=cfg,
+                opts=RunOptions(
+                    n_trials=n_trials or cfg.sweep.n_trials,
+                    max_concurrent=max_concurrent or cfg.sweep.max_concurrent,
+                    cancel_on_exit=cancel_on_exit,
+                    lease=lease or timedelta(seconds=max(120.0, 4 * cfg.api.poll_interval)),
+                ),
+                client=client,
+                session_factory=Session,
+                study=study,
+                sweep=sweep,
+                worker_id=worker_id,
+                files=files,
+                secrets=checked.secrets,
+                observer=observer,
+                hook=hook,
+                evaluator=checked.evaluator,
+            )
+            result = runner.run()
+            result.requests = dict(client.stats)
+        with transaction(Session) as s:
+            row = q.get_sweep(s, cfg.sweep.name)
+            done = not result.interrupted and result.stop_reason is None
+            if row is not None and done and q.count_open(s, row.id) == 0:
+                row.finished_at = q.utcnow()
+        optuna_engine = getattr(storage, "engine", None)
+        if optuna_engine is not None:
+            optuna_engine.dispose()
+        del optuna
+        return result
+    finally:
+        engine.dispose()
+
+
+def _files(cfg: Config, client: Any, Session: Any, cache_key: str, checked: Any) -> Files:
+    def file_id(info: Any, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return value if info is None else upload_once(client, Session, cache_key, info)
+
+    training = file_id(checked.training, cfg.job.training_file)
+    assert training is not None
+    per_epoch = checked.training.n_tokens if checked.training is not None else 0
+    return Files(
+        training_file=training,
+        validation_file=file_id(checked.validation, cfg.job.validation_file),
+        tokens_per_epoch=per_epoch,
+    )
+
+
+# --- dry run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    tokens_per_epoch: int | None = None
+    total_tokens: int | None = None
+    total_cost: float | None = None
+    price_per_million_tokens: float = 0.0
+    n_examples: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_sweep(cfg: Config, *, env: Mapping[str, str], n_trials: int | None = None) -> Plan:
+    """Validate everything and sample the trials a run would launch; nothing is written."""
+    checked = check_inputs(cfg, env)
+    import optuna
+
+    from sweeper.engine.study import (
+        directions,
+        distributions,
+        grid_size,
+        make_sampler,
+        quiet_optuna,
+    )
+
+    quiet_optuna()
+    count = n_trials or cfg.sweep.n_trials
+    if cfg.sweep.sampler == "grid":
+        size = grid_size(cfg)
+        if size < count:
+            count = size
+            cfg_note = f"the grid has {size} points: the sweep runs {size} trials"
+        else:
+            cfg_note = ""
+    else:
+        cfg_note = ""
+    study = optuna.create_study(
+        sampler=make_sampler(cfg, cfg.sweep.seed), directions=directions(cfg)
+    )
+    for point in cfg.sweep.enqueue:
+        study.enqueue_trial(dict(point))
+    dists = distributions(cfg)
+    plan = Plan(price_per_million_tokens=cfg.price_per_million_tokens)
+    if cfg_note:
+        plan.notes.append(cfg_note)
+    tokens = checked.training.n_tokens if checked.training is not None else None
+    plan.tokens_per_epoch = tokens
+    plan.n_examples = checked.training.n_examples if checked.training is not None else None
+    total = 0
+    for _ in range(count):
+        trial = study.ask(dists)
+        params = dict(trial.params)
+        hps = {**cfg.job.hyperparameters, **{k: v for k, v in params.items() if k != "model"}}
+        epochs = int(hps.get("n_epochs") or 3)
+        est = None if tokens is None else math.ceil(tokens * epochs)
+        if est is not None:
+            total += est
+        plan.trials.append({"number": trial.number, "params": params, "estimated_tokens": est})
+        # tell a neutral value so the sampler moves on as it would between real trials
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    if tokens is not None:
+        plan.total_tokens = total
+        plan.total_cost = total / 1e6 * cfg.price_per_million_tokens
+    else:
+        plan.notes.append("training_file is an uploaded file id: tokens cannot be estimated")
+    if cfg.budget.max_trained_tokens is not None and total > cfg.budget.max_trained_tokens:
+        plan.notes.append(
+            f"budget.max_trained_tokens ({cfg.budget.max_trained_tokens:,}) stops the sweep "
+            "before every trial runs"
+        )
+    return plan
+
+
+RunCallable = Callable[..., RunResult]
