@@ -40,6 +40,7 @@ class State:
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             folder / "state.db", check_same_thread=False, isolation_level=None

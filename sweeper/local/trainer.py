@@ -334,13 +334,15 @@ def train(
     train_examples: list[Example],
     valid_examples: list[Example] | None,
     hooks: Hooks,
+    weights: Params | None = None,
 ) -> Metrics:
     """Train one job to the end; returns the last epoch's metrics.
 
-    Raises TrainingDiverged, or whatever a hook raises (Stopped).
+    ``weights`` overrides the base weights (tests pass them to check what changes); the
+    arrays passed are never modified. Raises TrainingDiverged, or whatever a hook raises.
     """
     rng = np.random.default_rng(seed)
-    model = TinyLM(base_weights(base), hp, rng)
+    model = TinyLM(base_weights(base) if weights is None else weights, hp, rng)
     rows = build_rows(train_examples, hp)
     valid = build_rows(valid_examples, hp) if valid_examples else Rows()
     sample = Rows(valid.tokens[:VALID_SAMPLE_ROWS], valid.weights[:VALID_SAMPLE_ROWS])
