@@ -12,6 +12,8 @@ which serializes those writers across threads and processes:
   the count that decides the claim cannot go stale; WAL lets readers (``sweep status``,
   optuna-dashboard) go on meanwhile. pysqlite's own transaction handling is switched off
   (``isolation_level = None``) and SQLAlchemy emits ``BEGIN`` itself, as SQLAlchemy documents.
+  ``transaction`` begins IMMEDIATE too (see there why); only ``read_only_session`` and bare
+  engine connections begin deferred.
 * PostgreSQL: ``SELECT ... FROM sweep_sweeps WHERE id = :id FOR UPDATE`` as the first statement;
   under READ COMMITTED each later statement sees everything committed before the lock was granted.
 
@@ -186,9 +188,14 @@ def transaction(Session: sessionmaker[Session]) -> Iterator[Session]:
     """One short unit of work: commits on success, rolls back on any exception.
 
     ``SQLAlchemyError`` becomes ``StoreError``; other exceptions pass through unchanged.
+    On SQLite it also begins IMMEDIATE: a deferred transaction that reads and then writes fails
+    at once with "database is locked" if another writer committed in between (a stale WAL
+    snapshot cannot take the write lock, and the busy timeout does not apply), whereas IMMEDIATE
+    waits its turn. Reads that should not wait for writers belong in ``read_only_session``.
     """
     try:
         with Session.begin() as session:
+            session.connection(execution_options={_WRITE_LOCK: True})
             yield session
     except SQLAlchemyError as exc:
         raise _store_error(exc) from exc
