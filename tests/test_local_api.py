@@ -1,4 +1,4 @@
-"""The local service's HTTP API, route by route, over real HTTP (finetune-api.md sections 1-5, 10)."""
+"""The local service's HTTP API, route by route, over real HTTP (finetune-api.md 1-5, 10)."""
 
 from __future__ import annotations
 
@@ -92,9 +92,9 @@ def test_file_upload_retrieve_content_list_delete(client: httpx.Client, tmp_path
 
 def test_file_upload_with_bad_purpose_is_422(client: httpx.Client, tmp_path: Path) -> None:
     """An unknown file purpose is a 422 naming the purpose field."""
-    assert _locs(
-        client.post("files", files={"file": ("a", b"{}")}, data={"purpose": "nope"})
-    ) == [["body", "purpose"]]
+    assert _locs(client.post("files", files={"file": ("a", b"{}")}, data={"purpose": "nope"})) == [
+        ["body", "purpose"]
+    ]
 
 
 def test_file_list_pages_with_after(client: httpx.Client, tmp_path: Path) -> None:
@@ -143,9 +143,9 @@ def test_out_of_range_hyperparameter_is_422(
 
 def test_unknown_model_file_and_malformed_body_are_422(client: httpx.Client, train_id: str) -> None:
     """Unknown model, unknown file, missing field and invalid JSON each give a 422 detail list."""
-    assert _locs(client.post("fine_tuning/jobs", json={"model": "x", "training_file": train_id})) == [
-        ["body", "model"]
-    ]
+    assert _locs(
+        client.post("fine_tuning/jobs", json={"model": "x", "training_file": train_id})
+    ) == [["body", "model"]]
     r = client.post("fine_tuning/jobs", json={"model": "Qwen/Qwen3-4B", "training_file": "file-x"})
     assert _locs(r) == [["body", "training_file"]]
     assert _locs(client.post("fine_tuning/jobs", json={"model": "Qwen/Qwen3-4B"})) == [
@@ -191,7 +191,9 @@ def test_events_are_oldest_first_and_page(client: httpx.Client, done_job: dict[s
     assert nxt["data"][0]["id"] == page["data"][2]["id"]
 
 
-def test_one_checkpoint_per_epoch_with_metrics(client: httpx.Client, done_job: dict[str, Any]) -> None:
+def test_one_checkpoint_per_epoch_with_metrics(
+    client: httpx.Client, done_job: dict[str, Any]
+) -> None:
     """Each epoch leaves a checkpoint with step_number, the full metrics and a downloadable file."""
     page = client.get(f"fine_tuning/jobs/{done_job['id']}/checkpoints").json()
     ckpts = page["data"]
@@ -229,9 +231,10 @@ def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
     """Cancel turns a running job `cancelled` at once, and training stops within a step."""
     from sweeper.local.faults import FaultConfig
 
-    with start_embedded(tmp_path, faults=FaultConfig(step_delay=0.05)) as svc, http_client(
-        svc.base_url, svc.api_key
-    ) as c:
+    with (
+        start_embedded(tmp_path, faults=FaultConfig(step_delay=0.05)) as svc,
+        http_client(svc.base_url, svc.api_key) as c,
+    ):
         file_id = upload(c, write_chat(tmp_path / "t.jsonl", 24))
         job = create_job(c, file_id, hyperparameters={"n_epochs": 5})
         wait_for(c, job["id"], ("running",))

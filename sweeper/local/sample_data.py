@@ -45,15 +45,23 @@ def examples(n: int, seed: int) -> list[dict[str, Any]]:
         kind = rng.randrange(3)
         if kind == 0:
             country = rng.choice(sorted(CAPITALS))
-            out.append(_chat(f"What is the capital of {country}?",
-                             f"The capital of {country} is {CAPITALS[country]}."))
+            out.append(
+                _chat(
+                    f"What is the capital of {country}?",
+                    f"The capital of {country} is {CAPITALS[country]}.",
+                )
+            )
         elif kind == 1:
             a, b = rng.randrange(10), rng.randrange(10)
             out.append(_chat(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."))
         else:
             word = rng.choice(sorted(OPPOSITES))
-            out.append(_chat(f"What is the opposite of {word}?",
-                             f"The opposite of {word} is {OPPOSITES[word]}."))
+            out.append(
+                _chat(
+                    f"What is the opposite of {word}?",
+                    f"The opposite of {word} is {OPPOSITES[word]}.",
+                )
+            )
     return out
 
 
