@@ -225,9 +225,11 @@ class Config(_Strict):
 
     @property
     def sqlite_path(self) -> Path | None:
-        if not self.sweep.storage.startswith("sqlite"):
+        """The SQLite file the storage URL names (``sqlite:///rel.db``, ``sqlite:////abs.db``)."""
+        url = self.sweep.storage
+        if not url.startswith("sqlite:///"):
             return None
-        return Path(urlparse(self.sweep.storage.replace("sqlite:///", "sqlite://x/", 1)).path)
+        return Path(url[len("sqlite:///") :].split("?", 1)[0])
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resume may not change without --allow-config-change."""

@@ -352,6 +352,10 @@ class Runner:
             job = self.client.create_job(request)
         except ApiRejected as exc:
             self._fail_unlaunched(attempt_id, exc)
+            with transaction(self.Session) as s:
+                failed = s.get(Attempt, attempt_id)
+            if failed is not None:
+                self._close(failed)  # now, so the failure caps see it before the next claim
             return
         self.hook("after_post", attempt_id)
         self._record_job(attempt_id, job)
