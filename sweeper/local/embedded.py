@@ -63,6 +63,8 @@ class EmbeddedService:
             timeout_keep_alive=5,
         )
         self._server = uvicorn.Server(config)
+        if self.faults.drop_rate > 0:
+            _quiet_drops()
         self._thread = threading.Thread(target=self._server.run, name="local-http", daemon=True)
         self._stopped = False
         self.base_url = ""
@@ -106,6 +108,16 @@ class EmbeddedService:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _quiet_drops() -> None:
+    import logging
+
+    from sweeper.local.faults import QuietDrops
+
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietDrops) for f in logger.filters):
+        logger.addFilter(QuietDrops())
 
 
 def start_embedded(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import secrets
@@ -135,6 +136,13 @@ class Gate:
                     token.strip().encode(), self.api_key.encode()
                 )
         return False
+
+
+class QuietDrops(logging.Filter):
+    """Hide uvicorn's complaint about the answers :func:`_drop` withholds on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without starting response."
 
 
 def _drop(send: Send) -> None:
