@@ -294,3 +294,60 @@ def test_read_only_session_reads_while_a_writer_holds_the_lock(
         release.set()
         thread.join(timeout=30)
     assert count_attempts(Session, sweep_id) == 1
+
+
+@pytest.mark.postgres
+def test_postgres_claim_lock_blocks_claimers_but_not_fk_inserts(pg_url: str) -> None:
+    """On PG a held claim lock makes a second claimer wait, while a worker row insert goes on."""
+    from sweeper.store.models import Worker
+
+    engine = db.make_engine(pg_url)
+    try:
+        db.ensure_schema(engine)
+        Session = db.make_sessionmaker(engine)
+        sweep_id = make_sweep(Session)
+        locked, release = threading.Event(), threading.Event()
+        done: dict[str, float] = {}
+
+        def holder() -> None:
+            with db.write_transaction(Session, sweep_id):
+                locked.set()
+                release.wait(timeout=30)
+                done["holder"] = time.monotonic()  # just before the commit releases the lock
+
+        def claimer() -> None:
+            with db.write_transaction(Session, sweep_id):
+                done["claimer"] = time.monotonic()
+
+        def register_worker() -> None:
+            with db.transaction(Session) as session:
+                session.add(
+                    Worker(
+                        id="w1",
+                        sweep_id=sweep_id,
+                        hostname="h",
+                        pid=1,
+                        started_at=now(),
+                        heartbeat_at=now(),
+                    )
+                )
+            done["worker"] = time.monotonic()
+
+        threads = [threading.Thread(target=holder)]
+        threads[0].start()
+        assert locked.wait(timeout=10)
+        threads += [threading.Thread(target=claimer), threading.Thread(target=register_worker)]
+        for t in threads[1:]:
+            t.start()
+        try:
+            threads[2].join(timeout=5)
+            assert "worker" in done, "an FK insert waited for the claim lock"
+            time.sleep(0.2)
+            assert "claimer" not in done, "a second claimer got in while the lock was held"
+        finally:
+            release.set()
+            for t in threads:
+                t.join(timeout=30)
+        assert done["claimer"] >= done["holder"]
+    finally:
+        engine.dispose()

@@ -14,7 +14,7 @@ which serializes those writers across threads and processes:
   (``isolation_level = None``) and SQLAlchemy emits ``BEGIN`` itself, as SQLAlchemy documents.
   ``transaction`` begins IMMEDIATE too (see there why); only ``read_only_session`` and bare
   engine connections begin deferred.
-* PostgreSQL: ``SELECT ... FROM sweep_sweeps WHERE id = :id FOR UPDATE`` as the first statement;
+* PostgreSQL: ``SELECT ... FROM sweep_sweeps WHERE id = :id FOR NO KEY UPDATE`` first thing;
   under READ COMMITTED each later statement sees everything committed before the lock was granted.
 
 The schema is never migrated silently: ``ensure_schema`` creates a blank database at head and
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "VERSION_TABLE",
     "SchemaState",
+    "alembic_config",
     "ensure_schema",
     "include_name",
     "make_engine",
@@ -213,7 +214,9 @@ def write_transaction(Session: sessionmaker[Session], sweep_id: int) -> Iterator
             conn = session.connection(execution_options={_WRITE_LOCK: True})
             lock = select(Sweep.id).where(Sweep.id == sweep_id)
             if conn.dialect.name == "postgresql":
-                lock = lock.with_for_update()
+                # FOR NO KEY UPDATE: claimers queue behind each other, but inserts of rows that
+                # merely reference the sweep (their FK check takes KEY SHARE) are not blocked
+                lock = lock.with_for_update(key_share=True)
             if session.scalar(lock) is None:
                 raise StoreError(f"no sweep with id {sweep_id} in the database")
             yield session
