@@ -315,3 +315,16 @@ def test_stats_count_requests_by_route(service: EmbeddedService, client: httpx.C
     assert service.stats()["GET /v1/fine_tuning/jobs/{job_id}"] == before + 2
     root = service.base_url.removesuffix("/v1")
     assert httpx.get(f"{root}/_stats").json()["GET /v1/fine_tuning/jobs/{job_id}"] == before + 2
+
+
+def test_examples_longer_than_the_context_are_truncated_with_a_warning(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    """Without packing, an example longer than the scaled context trains truncated, with a warn."""
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"text": "%s"}\n{"text": "short"}\n' % ("x" * 300))
+    job = create_job(client, upload(client, path), hyperparameters={**FAST, "packing": False})
+    assert wait_for(client, job["id"])["status"] == "succeeded"
+    events = client.get(f"fine_tuning/jobs/{job['id']}/events").json()["data"]
+    warns = [e["message"] for e in events if e["level"] == "warn"]
+    assert len(warns) == 1 and "1 training examples are longer" in warns[0]

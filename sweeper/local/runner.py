@@ -238,7 +238,18 @@ class Runner:
             j.update(status="running", trained_steps=0, total_steps=total, trained_tokens=0)
             return j
 
-        if self.state.update_job(p.job_id, to_running, events=[event(message)]) is None:
+        events = [event(message)]
+        too_long = sum(len(ex.tokens) > hp.row_len + 1 for ex in p.train)
+        if too_long and not hp.packing:
+            events.append(
+                event(
+                    f"{too_long} training examples are longer than the context "
+                    f"({hp.row_len} local tokens for context_length {hp.context_length}) "
+                    "and were truncated",
+                    "warn",
+                )
+            )
+        if self.state.update_job(p.job_id, to_running, events=events) is None:
             return
 
         def still_running(update: dict[str, Any]) -> Any:
