@@ -21,10 +21,16 @@ LINE = re.compile(r"sweeper local service listening on (http://127\.0\.0\.1:\d+/
 
 @contextmanager
 def serve(state_dir: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`sweep serve --port 0` as a subprocess; yields it and the URL from its stdout line."""
+    """`sweep serve --port 0` as a subprocess; yields it and the URL from its stdout line.
+
+    The accepted key "k" comes from SWEEPER_LOCAL_API_KEY, so every test here also checks it.
+    """
     cmd = [sys.executable, "-c", "from sweeper.cli import main; main()", "serve", "--port", "0",
-           "--state-dir", str(state_dir), "--api-key", "k", *flags]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+           "--state-dir", str(state_dir), *flags]  # fmt: skip
+    env = {**os.environ, "SWEEPER_LOCAL_API_KEY": "k"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
