@@ -258,7 +258,7 @@ def fmt_value(v: Any) -> str:
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:
@@ -292,6 +292,20 @@ def display_rows(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def plain_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Space-aligned columns: text left, numbers right."""
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
+    left = {"state", "job id", "job status"}
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if h in left else c.rjust(w)
+            for c, w, h in zip(cells, widths, header, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(header), *(line(row) for row in body)])
+
+
 def render_markdown(cmp: Comparison) -> str:
     header, body = display_rows(cmp)
 
@@ -303,11 +317,17 @@ def render_markdown(cmp: Comparison) -> str:
     return "\n".join(out) + "\n"
 
 
+RICH_MAX_ROWS = 500  # rich lays out ~1,500 rows/s; beyond this a plain aligned table
+
+
 def render_table(cmp: Comparison) -> Any:
-    """A rich Table (the caller prints it); the marked rows are bold."""
+    """A rich Table (the caller prints it), or aligned plain text for very long tables."""
     from rich.table import Table
+    from rich.text import Text
 
     header, body = display_rows(cmp)
+    if len(body) > RICH_MAX_ROWS:
+        return Text(plain_table(header, body), no_wrap=True, overflow="ignore")
     mark = "the best trial" if not cmp.ctx.multi_objective else "the Pareto front"
     table = Table(
         title=f"sweep {cmp.ctx.sweep_name}: {len(cmp.rows)} trials",
@@ -332,7 +352,8 @@ def best_of(ctx: ReportContext) -> list[dict[str, Any]]:
     for rec in to_records(Comparison(ctx=ctx, rows=chosen, params=cmp.params)):
         out.append({"sweep": ctx.sweep_name, "metrics": list(ctx.metrics), **rec})
     if not chosen:
-        out.append({"sweep": ctx.sweep_name, "metrics": list(ctx.metrics), "number": None, "state": None, "values": None,
+        out.append({"sweep": ctx.sweep_name, "metrics": list(ctx.metrics), "number": None,
+                    "state": None, "values": None,
                     "params": {}, "job_id": None})
     return out
 

@@ -57,7 +57,7 @@ def utcnow() -> datetime:
 
 
 def _sqlite_path(url: URL) -> Path | None:
-    if not url.get_backend_name() == "sqlite":
+    if url.get_backend_name() != "sqlite":
         return None
     db = url.database
     if not db or db == ":memory:" or db.startswith("file:"):

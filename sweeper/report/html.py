@@ -36,7 +36,8 @@ from sweeper.report.data import (
 
 MAX_CURVES_BEST = 40  # COMPLETE trials with loss curves
 MAX_CURVES_OTHER = 20  # PRUNED / FAIL / RUNNING trials with loss curves
-MAX_IMPORTANCE_TRIALS = 500  # importances are fitted on a sample above this
+MAX_IMPORTANCE_TRIALS = 2000  # importances are fitted on a sample above this
+MAX_PARALLEL_TRIALS = 500  # optuna draws one trace per trial: ~1 ms each, and unreadable beyond
 MIN_IMPORTANCE_TRIALS = 4
 
 
@@ -136,48 +137,53 @@ def _fig_html(fig: Any, height: int = 480) -> str:
 
 
 def _optuna_sections(ctx: ReportContext, study: Any, rows: list[TrialRow]) -> list[Section]:
+    """History, Pareto front, parallel coordinates and importances, drawn by optuna.
+
+    The study's trials are read once and copied into an in-memory study (each optuna plot
+    re-reads its study, which costs seconds per call on a 10,000-trial RDB study). Figures that
+    draw one trace per trial get the best trials only.
+    """
     import optuna
     from optuna import visualization as vis
 
-    sections: list[Section] = []
     trials = study.get_trials(deepcopy=False)
+    mem = _memory_study(study.directions, trials)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     n_params = len(param_names(rows))
+    sections: list[Section] = []
 
-    # history: one figure per objective (optuna needs a target for several objectives)
     hist = []
     for i, metric in enumerate(ctx.metrics):
-        if ctx.multi_objective:
-            fig = vis.plot_optimization_history(
-                study, target=lambda t, i=i: t.values[i], target_name=metric)
-        else:
-            fig = vis.plot_optimization_history(study, target_name=metric)
+        fig = vis.plot_optimization_history(mem, **_target(ctx, i))
         fig.update_layout(title=f"Optimization history: {metric} ({ctx.directions[i]})")
         hist.append(_fig_html(fig))
     sections.append(Section("Optimization history", "".join(hist),
                             "" if complete else "No COMPLETE trial yet."))
 
     if ctx.multi_objective and complete:
-        fig = vis.plot_pareto_front(study, target_names=ctx.metrics)
+        fig = vis.plot_pareto_front(mem, target_names=ctx.metrics)
         fig.update_layout(title=f"Pareto front ({sum(r.pareto for r in rows)} trials)")
         sections.append(Section("Pareto front", _fig_html(fig, 560)))
 
     if complete and n_params:
+        best = _best_trials(ctx, complete, MAX_PARALLEL_TRIALS)
+        note = ""
+        if len(best) < len(complete):
+            note = (f"Showing the {len(best)} best of {len(complete)} COMPLETE trials "
+                    "(one line per trial).")
+        sub = _memory_study(study.directions, best)
         pc = []
         for i, metric in enumerate(ctx.metrics):
-            kw: dict[str, Any] = {"target_name": metric}
-            if ctx.multi_objective:
-                kw["target"] = lambda t, i=i: t.values[i]
-            fig = vis.plot_parallel_coordinate(study, **kw)
+            fig = vis.plot_parallel_coordinate(sub, **_target(ctx, i))
             fig.update_layout(title=f"Parallel coordinates: {metric}")
             pc.append(_fig_html(fig))
-        sections.append(Section("Parallel coordinates", "".join(pc)))
+        sections.append(Section("Parallel coordinates", "".join(pc), note))
     else:
         sections.append(Section("Parallel coordinates", "",
-                                "Needs at least one COMPLETE trial with sampled params."))
+                                "Not shown: needs a COMPLETE trial with sampled params."))
 
     if len(complete) >= MIN_IMPORTANCE_TRIALS and n_params >= 2:
-        body, note = _importances(ctx, study, complete)
+        body, note = _importances(ctx, study.directions, complete)
         sections.append(Section("Parameter importances", body, note))
     else:
         sections.append(Section(
@@ -187,23 +193,52 @@ def _optuna_sections(ctx: ReportContext, study: Any, rows: list[TrialRow]) -> li
     return sections
 
 
-def _importances(ctx: ReportContext, study: Any, complete: list[Any]) -> tuple[str, str]:
+def _target(ctx: ReportContext, i: int) -> dict[str, Any]:
+    """optuna needs an explicit target to plot one objective of several."""
+    kw: dict[str, Any] = {"target_name": ctx.metrics[i]}
+    if ctx.multi_objective:
+        kw["target"] = lambda t: t.values[i]
+    return kw
+
+
+def _memory_study(directions: list[Any], trials: list[Any]) -> Any:
+    """An in-memory copy of these trials whose reads skip the defensive deepcopy.
+
+    optuna's plots only read trials, yet several ask for deep copies: 3 s on 10,000 trials.
+    """
     import optuna
+
+    class _ReadOnlyStudy(optuna.Study):
+        def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+            return list(super().get_trials(deepcopy=False, states=states))
+
+    storage = optuna.storages.InMemoryStorage()
+    name = optuna.create_study(storage=storage, directions=directions).study_name
+    mem = _ReadOnlyStudy(study_name=name, storage=storage)
+    mem.add_trials(trials)
+    return mem
+
+
+def _best_trials(ctx: ReportContext, complete: list[Any], n: int) -> list[Any]:
+    """The n best COMPLETE trials by the first objective, in trial order."""
+    sign = -1.0 if ctx.directions[0] == "maximize" else 1.0
+    best = sorted(complete, key=lambda t: sign * t.values[0])[:n]
+    return sorted(best, key=lambda t: t.number)
+
+
+def _importances(ctx: ReportContext, directions: list[Any], complete: list[Any]) -> tuple[str, str]:
     from optuna import visualization as vis
 
     note = ""
-    source = study
+    chosen = complete
     if len(complete) > MAX_IMPORTANCE_TRIALS:
-        sample = random.Random(0).sample(complete, MAX_IMPORTANCE_TRIALS)
-        source = optuna.create_study(directions=study.directions)
-        source.add_trials(sample)
+        chosen = sorted(random.Random(0).sample(complete, MAX_IMPORTANCE_TRIALS),
+                        key=lambda t: t.number)
         note = (f"Importances fitted on a random sample of {MAX_IMPORTANCE_TRIALS} of the "
                 f"{len(complete)} COMPLETE trials, to keep the report fast.")
+    source = _memory_study(directions, chosen)
     try:
-        if ctx.multi_objective:
-            fig = vis.plot_param_importances(source, target_name=", ".join(ctx.metrics))
-        else:
-            fig = vis.plot_param_importances(source, target_name=ctx.metrics[0])
+        fig = vis.plot_param_importances(source, target_name=", ".join(ctx.metrics))
     except (ValueError, RuntimeError) as exc:  # e.g. every trial has the same params
         return "", f"Not shown: optuna could not compute importances ({exc})."
     return _fig_html(fig, 420), note

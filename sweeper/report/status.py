@@ -64,7 +64,8 @@ def sweep_status(ctx: ReportContext, now: datetime | None = None) -> SweepStatus
             for w in load_workers(session, sweep.id)
             if w.stopped_at is None and now - w.heartbeat_at <= ACTIVE_WORKER_WINDOW
         ]
-        stop_reason, finished_at, started_at = sweep.stop_reason, sweep.finished_at, sweep.created_at
+        stop_reason, finished_at = sweep.stop_reason, sweep.finished_at
+        started_at = sweep.created_at
     mark_best(rows, ctx.directions)
     counts = Counter(r.state for r in rows)
     counts["WAITING"] += waiting_unnumbered
