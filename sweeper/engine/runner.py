@@ -28,7 +28,6 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import optuna
-from optuna.samplers import PartialFixedSampler
 from optuna.trial import TrialState
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -122,7 +121,6 @@ class Runner:
         self.client = client
         self.Session = session_factory
         self.study = study
-        self.base_sampler = study.sampler
         self.sweep = sweep
         self.worker_id = worker_id
         self.files = files
@@ -242,52 +240,69 @@ class Runner:
         return points
 
     def ask(self, attempt_id: int) -> Attempt | None:
-        """Give a claimed attempt its Optuna trial (idempotent across crashes)."""
+        """Give a claimed attempt its Optuna trial, with no crash window between the two.
+
+        The trial is created already tagged with the attempt's launch ref (an enqueued WAITING
+        trial carrying the planned params), then popped by compare-and-set and sampled. A crash
+        anywhere leaves a tagged trial that the next ask finds again, never an orphan.
+        """
+        for _ in range(20):
+            with transaction(self.Session) as s:
+                attempt = s.get(Attempt, attempt_id)
+                if attempt is None or attempt.state != CLAIMED or attempt.trial_number is not None:
+                    break
+                ref, planned = attempt.launch_ref, dict(attempt.params or {})
+            tagged = self._tagged(ref)
+            if tagged is None:
+                self.study.enqueue_trial(planned, user_attrs={LAUNCH_REF_ATTR: ref})
+                continue
+            self._sample_and_assign(tagged)
+        self.hook("after_ask", attempt_id)
         with transaction(self.Session) as s:
             attempt = s.get(Attempt, attempt_id)
-            if attempt is None or attempt.state != CLAIMED:
+            if attempt is None or attempt.state != CLAIMED or attempt.trial_number is None:
                 return attempt
-            if attempt.trial_number is not None:
-                return attempt
-            ref, planned = attempt.launch_ref, dict(attempt.params or {})
-        trial = self._trial_tagged(ref)
-        if trial is None:
-            self.study.sampler = (
-                PartialFixedSampler(planned, self.base_sampler) if planned else self.base_sampler
-            )
+            repeat = q.find_repeat(s, self.sweep.id, attempt.model, attempt.hyperparameters or {})
+        if repeat is not None:
+            self._reuse(attempt, repeat)
+        return attempt
+
+    def _tagged(self, ref: str) -> optuna.trial.FrozenTrial | None:
+        """The waiting or running trial created for this launch ref, if any."""
+        for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)
+        ):
+            if t.user_attrs.get(LAUNCH_REF_ATTR) == ref:
+                return t
+        return None
+
+    def _sample_and_assign(self, frozen: optuna.trial.FrozenTrial) -> None:
+        storage = self.study._storage
+        if frozen.state == TrialState.WAITING:
             try:
-                trial = self.study.ask(self._distributions())
-            finally:
-                self.study.sampler = self.base_sampler
-            self.study._storage.set_trial_user_attr(trial._trial_id, LAUNCH_REF_ATTR, ref)
-        self.hook("after_ask", attempt_id)
+                storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return
+        # as Study.ask does: sample what the trial lacks (fixed params come from the enqueue)
+        self.study._thread_local.cached_all_trials = None
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        for name, dist in self._distributions().items():
+            trial._suggest(name, dist)
         params = dict(trial.params)
         hps, model = self._resolve(params)
+        ref = frozen.user_attrs[LAUNCH_REF_ATTR]
         with transaction(self.Session) as s:
             q.set_trial(
                 s,
-                attempt_id,
-                self.sweep.name,
                 ref,
+                self.sweep.name,
                 trial_number=trial.number,
-                trial_id=trial._trial_id,
+                trial_id=frozen._trial_id,
                 params=params,
                 hyperparameters=hps,
                 model=model,
                 estimated_tokens=self._estimate(s, hps),
             )
-            repeat = q.find_repeat(s, self.sweep.id, model, hps)
-            attempt = s.get(Attempt, attempt_id)
-        if repeat is not None and attempt is not None and attempt.state == CLAIMED:
-            self._reuse(attempt, repeat)
-        return attempt
-
-    def _trial_tagged(self, ref: str) -> optuna.trial.Trial | None:
-        """The RUNNING trial an earlier (crashed) ask created for this launch ref, if any."""
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get(LAUNCH_REF_ATTR) == ref:
-                return optuna.trial.Trial(self.study, t._trial_id)
-        return None
 
     def _distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         from sweeper.engine.study import distributions

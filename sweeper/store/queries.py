@@ -283,18 +283,16 @@ def set_fields(session: Session, attempt_id: int, **values: Any) -> None:
     session.execute(update(Attempt).where(Attempt.id == attempt_id).values(**values))
 
 
-def set_trial(
-    session: Session,
-    attempt_id: int,
-    sweep_name: str,
-    launch_ref: str,
-    **values: Any,
-) -> None:
-    """Record the Optuna trial of a claimed attempt; the suffix then names the trial."""
+def set_trial(session: Session, launch_ref: str, sweep_name: str, **values: Any) -> None:
+    """Record the Optuna trial of a claimed attempt (once); the suffix then names the trial."""
     number = values.get("trial_number")
     session.execute(
         update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.state == CLAIMED)
+        .where(
+            Attempt.launch_ref == launch_ref,
+            Attempt.state == CLAIMED,
+            Attempt.trial_number.is_(None),
+        )
         .values(suffix=make_suffix(sweep_name, number, launch_ref), **values)
     )
 
