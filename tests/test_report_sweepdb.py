@@ -152,7 +152,7 @@ def _bulk_optuna_trials(engine: Any, name: str, trials: list[FakeTrial]) -> None
              "datetime_complete": None if t.state in ("RUNNING", "WAITING") else NOW}
             for i, t in enumerate(trials)])
         ids = dict(conn.execute(select(om.TrialModel.number, om.TrialModel.trial_id)
-                                .where(om.TrialModel.study_id == study_id)).tuples().all())
+                                .where(om.TrialModel.study_id == study_id)).all())
         params: list[dict[str, Any]] = []
         values: list[dict[str, Any]] = []
         inter: list[dict[str, Any]] = []
@@ -220,7 +220,7 @@ def _insert_attempts(session: Session, sweep_id: int, name: str, trials: list[Fa
             rows.append(row)
     session.execute(insert(Attempt), rows)
     ids = dict(session.execute(select(Attempt.launch_ref, Attempt.id)
-                               .where(Attempt.sweep_id == sweep_id)).tuples().all())
+                               .where(Attempt.sweep_id == sweep_id)).all())
     cks: list[dict[str, Any]] = []
     evs: list[dict[str, Any]] = []
     for number, t in enumerate(trials):

@@ -11,7 +11,8 @@ import html
 import json
 import random
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,11 +238,29 @@ def _importances(ctx: ReportContext, directions: list[Any], complete: list[Any])
         note = (f"Importances fitted on a random sample of {MAX_IMPORTANCE_TRIALS} of the "
                 f"{len(complete)} COMPLETE trials, to keep the report fast.")
     source = _memory_study(directions, chosen)
+    figs = []
     try:
-        fig = vis.plot_param_importances(source, target_name=", ".join(ctx.metrics))
+        if not ctx.multi_objective:
+            figs.append(vis.plot_param_importances(source, target_name=ctx.metrics[0]))
+        for i, metric in enumerate(ctx.metrics if ctx.multi_objective else []):
+            sign = -1.0 if ctx.directions[i] == "maximize" else 1.0
+            with warnings.catch_warnings():
+                # optuna warns that a target is minimized; that is why maximized ones are negated
+                warnings.filterwarnings("ignore", ".*low `target` values", UserWarning)
+                fig = vis.plot_param_importances(
+                    source, target=_objective(i, sign), target_name=metric)
+            fig.update_layout(title=f"Parameter importances for {metric}")
+            figs.append(fig)
     except (ValueError, RuntimeError) as exc:  # e.g. every trial has the same params
         return "", f"Not shown: optuna could not compute importances ({exc})."
-    return _fig_html(fig, 420), note
+    return "".join(_fig_html(f, 420) for f in figs), note
+
+
+def _objective(i: int, sign: float) -> Callable[[Any], float]:
+    def target(t: Any) -> float:
+        return sign * float(t.values[i])
+
+    return target
 
 
 def _curve_selection(ordered: list[TrialRow]) -> tuple[list[TrialRow], str]:
