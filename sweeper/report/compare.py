@@ -231,7 +231,11 @@ def flat_records(cmp: Comparison) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def render_json(cmp: Comparison) -> str:
-    return json.dumps(to_records(cmp), indent=2)
+    """A JSON array, one trial per line (json's C encoder only runs without `indent`)."""
+    records = to_records(cmp)
+    if not records:
+        return "[]"
+    return "[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]"
 
 
 def render_csv(cmp: Comparison) -> str:
