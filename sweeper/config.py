@@ -11,6 +11,7 @@ The only I/O is reading the config file itself; datasets are checked by :mod:`sw
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
 import math
@@ -43,7 +44,8 @@ _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)[bB]\b")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # inf/nan pass `ge=`/`gt=` checks but no provider (nor JSON) takes them
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # --- search space -----------------------------------------------------------------------------
@@ -115,7 +117,7 @@ class SweepSection(_Strict):
     max_concurrent: int = Field(default=1, ge=1, le=1000)
     sampler: Literal["tpe", "random", "grid", "cmaes", "qmc", "gp", "nsga2"] = "tpe"
     sampler_options: dict[str, Any] = Field(default_factory=dict)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # numpy's seed range
     metric: str | list[str] = "valid_loss"
     direction: str | list[str] = "minimize"
     metric_reduce: Literal["last", "min"] = "last"
@@ -153,11 +155,12 @@ class IntegrationConfig(_Strict):
 
 
 class JobSection(_Strict):
-    model: str | None = None
+    model: str | None = Field(default=None, min_length=1)
     training_file: str = Field(min_length=1)
-    validation_file: str | None = None
+    validation_file: str | None = Field(default=None, min_length=1)
     seed: int | None = None
-    hyperparameters: dict[str, bool | int | float] = Field(default_factory=dict)
+    # values are checked per name by _check_hyperparameters ("lora: must be true or false")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
     integrations: list[IntegrationConfig] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
 
@@ -170,7 +173,7 @@ class PruningSection(_Strict):
     n_min_trials: int = Field(default=1, ge=1)
     percentile: float = Field(default=25.0, ge=0, le=100)
     min_resource: int = Field(default=1, ge=1)
-    max_resource: int | Literal["auto"] = "auto"
+    max_resource: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     reduction_factor: int = Field(default=3, ge=2)
     min_early_stopping_rate: int = Field(default=0, ge=0)
 
@@ -216,7 +219,10 @@ class Config(_Strict):
 
     def resolve(self, value: str) -> Path:
         """A path from the file, relative to the config's folder."""
-        p = Path(value).expanduser()
+        p = Path(value)
+        # "~someone/..." for a user that does not exist: leave it as is (then "no such file")
+        with contextlib.suppress(RuntimeError):
+            p = p.expanduser()
         return p if p.is_absolute() else (self.folder / p)
 
     def is_file_id(self, value: str) -> bool:
@@ -289,13 +295,30 @@ def parse_config(
     return cfg
 
 
+_UNION_MEMBER = re.compile(r"^(bool|int|float|str|(list|dict|literal)\[.*\])$")
+_VALID_KIND = re.compile(r"^Input should be a valid (\w+)")
+
+
 def _render_validation(exc: ValidationError) -> list[str]:
+    return _merge_union_errors(_render_errors(exc))
+
+
+def _render_errors(exc: ValidationError) -> list[tuple[str, str, bool]]:
+    """(field path, message, whether the path went through a union member)."""
     lines = []
     for err in exc.errors(include_url=False):
         loc = [str(x) for x in err["loc"]]
         # drop the discriminator tag pydantic adds to union locations ("search.lr.float.low")
         if len(loc) >= 3 and loc[0] == "search" and loc[2] in ("float", "int", "categorical"):
             del loc[2]
+        # a plain union ("metric: str | list[str]") tries each member and reports each under its
+        # own tag ("sweep.metric.str", "sweep.metric.list[str].0"): cut the path at the tag
+        member = False
+        for i in range(len(loc) - 1, 1, -1):
+            if _UNION_MEMBER.match(loc[i]):
+                del loc[i:]
+                member = err["type"].endswith("_type")
+                break
         msg = err["msg"]
         if err["type"] == "missing":
             msg = "required key is missing"
@@ -305,7 +328,27 @@ def _render_validation(exc: ValidationError) -> list[str]:
             msg = "needs a `type` (float, int or categorical)"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        lines.append(f"{'.'.join(loc) or '(top level)'}: {msg}")
+        lines.append((".".join(loc) or "(top level)", msg, member))
+    return lines
+
+
+def _merge_union_errors(errors: list[tuple[str, str, bool]]) -> list[str]:
+    """One line per field: a union's "wrong type" errors become one "must be a X or Y"."""
+    by_field: dict[str, list[tuple[str, bool]]] = {}
+    for where, msg, member in errors:
+        by_field.setdefault(where, []).append((msg, member))
+    lines = []
+    for where, found in by_field.items():
+        specific = [m for m, member in found if not member]
+        if specific:  # a member accepted the type but not the value: that is the problem
+            lines += [f"{where}: {m}" for m in dict.fromkeys(specific)]
+            continue
+        kinds = [k.group(1) for m, _ in found if (k := _VALID_KIND.match(m))]
+        if len(kinds) == len(found) and len(kinds) > 1:
+            kinds = list(dict.fromkeys(kinds))
+            lines.append(f"{where}: must be a {', '.join(kinds[:-1])} or {kinds[-1]}")
+        else:
+            lines += [f"{where}: {m}" for m in dict.fromkeys(m for m, _ in found)]
     return lines
 
 
@@ -375,6 +418,17 @@ def _semantic_problems(cfg: Config) -> list[str]:
     problems += _check_search(cfg)
     if cfg.job.model is None and "model" not in cfg.search:
         problems.append("job.model: required key is missing (or search it under [search.model])")
+    if cfg.job.model is not None and "model" in cfg.search:
+        problems.append("job.model: also searched in [search.model]; keep one")
+    if cfg.pruning.pruner != "none" and len(cfg.sweep.metrics) > 1:
+        problems.append(
+            'pruning.pruner: Optuna cannot prune a multi-objective sweep (use pruner = "none")'
+        )
+    p = cfg.pruning
+    if isinstance(p.max_resource, int) and p.max_resource < p.min_resource:
+        problems.append(
+            f"pruning.max_resource: {p.max_resource} is below min_resource ({p.min_resource})"
+        )
     if cfg.sweep.sampler == "grid":
         for name, spec in cfg.search.items():
             if isinstance(spec, FloatParam) and spec.step is None:
@@ -405,7 +459,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
 
 def _check_storage(url: str) -> list[str]:
     if url.startswith("sqlite"):
-        if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
+        file = url[len("sqlite:///") :].split("?", 1)[0]
+        in_memory = file in ("", ":memory:") or "mode=memory" in url
+        if not url.startswith("sqlite:///") or in_memory:
             return [
                 f"sweep.storage: '{url}' must name a SQLite file, e.g. sqlite:///sweeps.db "
                 "(a sweep must survive the process to resume)"
@@ -432,12 +488,16 @@ def is_loopback(host: str) -> bool:
 def _check_base_url(url: str) -> list[str]:
     if url == LOCAL:
         return []
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        parsed = urlparse(url)
+        hostname = parsed.hostname
+    except ValueError:  # e.g. "http://[::1/v1": an unclosed IPv6 bracket
+        hostname = None
+    if hostname is None or parsed.scheme not in ("http", "https"):
         return [f"api.base_url: '{url}' is not an http(s) URL nor \"local\""]
-    if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+    if parsed.scheme == "http" and not is_loopback(hostname):
         return [
-            f"api.base_url: refusing to send the API key over plain http to {parsed.hostname} "
+            f"api.base_url: refusing to send the API key over plain http to {hostname} "
             "(use https, or a loopback address)"
         ]
     return []
@@ -491,6 +551,8 @@ def _check_hp_value(where: str, name: str, value: Any) -> list[str]:
         return [] if isinstance(value, bool) else [f"{where}: must be true or false"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         return [f"{where}: must be a number"]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where}: must be a finite number"]
     if kind is int and not isinstance(value, int):
         return [f"{where}: must be a whole number, got {value}"]
     try:
@@ -540,9 +602,20 @@ def _check_search(cfg: Config) -> list[str]:
 
 def _check_value_in_space(where: str, spec: Any, value: Any) -> list[str]:
     if isinstance(spec, CategoricalParam):
-        return [] if value in spec.choices else [f"{where}: {value!r} is not among the choices"]
+        # `True in [1, 16]` holds in Python; a bool only matches a bool choice
+        same = [c for c in spec.choices if isinstance(c, bool) == isinstance(value, bool)]
+        return [] if value in same else [f"{where}: {value!r} is not among the choices"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         return [f"{where}: must be a number"]
     if not spec.low <= value <= spec.high:
         return [f"{where}: {value} is outside [{spec.low}, {spec.high}]"]
+    if isinstance(spec, IntParam) and value != int(value):
+        return [f'{where}: {value} is not a whole number (the search is type = "int")']
+    if spec.step is not None and not _on_step(value, spec.low, spec.step):
+        return [f"{where}: {value} is not on the search's step ({spec.low} + k * {spec.step})"]
     return []
+
+
+def _on_step(value: float, low: float, step: float) -> bool:
+    k = (value - low) / step
+    return math.isclose(k, round(k), abs_tol=1e-9)

@@ -56,6 +56,9 @@ def inspect_dataset(path: Path, *, field: str) -> DatasetInfo:
         except json.JSONDecodeError as exc:
             problems.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
             continue
+        except RecursionError:  # json's C parser has a depth limit
+            problems.append(f"{where}: JSON nested too deeply")
+            continue
         fmt, error = _check_example(obj)
         if error:
             problems.append(f"{where}: {error}")

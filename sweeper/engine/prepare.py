@@ -71,9 +71,16 @@ def check_inputs(cfg: Config, env: Mapping[str, str]) -> Checked:
             from sweeper.engine.objective import load_evaluator
 
             evaluator = load_evaluator(cfg.objective.evaluator)
-        from sweeper.engine.study import make_sampler
+        from sweeper.engine.study import make_pruner, make_sampler
 
-        make_sampler(cfg, cfg.sweep.seed)  # e.g. gp without torch, bad sampler_options
+        try:  # e.g. gp without torch, bad sampler_options
+            make_sampler(cfg, cfg.sweep.seed)
+        except ValueError as exc:  # optuna checks some options' values (qmc_type, ...)
+            raise ConfigError(f"sweep.sampler_options: {exc}") from exc
+        try:
+            make_pruner(cfg)
+        except ValueError as exc:
+            raise ConfigError(f"pruning: {exc}") from exc
     except ConfigError as exc:
         if exc.source is None:
             raise ConfigError(exc.problems, source=source) from exc
