@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweeper.config import Config
 from sweeper.datasets import DatasetInfo, inspect_dataset
-from sweeper.errors import ConfigChanged, ConfigError
+from sweeper.errors import ConfigChanged, ConfigError, StoreError
 from sweeper.store.models import Sweep
 
 SWEEPER_HOME_ENV = "SWEEPER_HOME"
@@ -170,8 +170,9 @@ def open_sweep_row(Session: sessionmaker[Session], cfg: Config, *, allow_change:
                 sweep.updated_at = q.utcnow()
                 sweep.stop_reason = None
                 return sweep
-        except IntegrityError:  # another worker created it at the same moment
-            continue
+        except StoreError as exc:  # another worker created it at the same moment: load it
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
     raise ConfigError(f"sweep.name: could not create sweep {cfg.sweep.name!r}")
 
 

@@ -79,6 +79,7 @@ _WRITE_LOCK = "sweeper_write_lock"  # BEGIN IMMEDIATE instead of a deferred BEGI
 _READ_ONLY = "sweeper_read_only"  # PRAGMA query_only for the transaction
 # pg_advisory_xact_lock key that serializes schema creation/upgrade ("swee" "pdb " in ASCII)
 _PG_SCHEMA_LOCK = 0x7377_6565_7064_6220
+_PG_OPTUNA_LOCK = _PG_SCHEMA_LOCK + 1  # serializes Optuna's own table creation
 
 _URL_HINT = "expected sqlite:///path/to/sweeps.db or postgresql+psycopg://user@host/dbname"
 
@@ -413,7 +414,22 @@ def optuna_storage(url: str) -> RDBStorage:
             "pool_pre_ping": True,
             "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT},
         }
+    target = parsed.render_as_string(hide_password=False)
     try:
-        return RDBStorage(parsed.render_as_string(hide_password=False), engine_kwargs=engine_kwargs)
+        if parsed.get_backend_name() != "postgresql":
+            return RDBStorage(target, engine_kwargs=engine_kwargs)
+        # Optuna creates its tables without a lock; workers starting together on a blank
+        # PostgreSQL database would collide on CREATE TABLE, so they take turns.
+        locker = _create_engine(parsed, poolclass=NullPool)
+        try:
+            with locker.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_OPTUNA_LOCK})
+                try:
+                    return RDBStorage(target, engine_kwargs=engine_kwargs)
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_OPTUNA_LOCK})
+                    conn.commit()
+        finally:
+            locker.dispose()
     except SQLAlchemyError as exc:
         raise _store_error(exc) from exc
