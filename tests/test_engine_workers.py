@@ -47,7 +47,7 @@ def test_three_workers_on_postgresql_share_the_caps(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(3)
     ]
     outputs = [p.communicate(timeout=240) for p in procs]
