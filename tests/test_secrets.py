@@ -273,7 +273,7 @@ def test_a_wrong_key_is_not_in_the_error(tmp_path, monkeypatch, capsys, caplog):
     assert "401" in chain or "key" in chain.lower()
     assert leaks(chain) == []
     assert code == 1, output
-    assert output.startswith("Error: ")
+    assert "Error: " in output and "401" in output
     assert leaks(output) == []
     assert leaks(log_text(caplog)) == []
     for path in config.parent.glob("sweeps.db*"):
@@ -297,3 +297,27 @@ def test_refused_job_errors_hold_no_key(tmp_path, monkeypatch, capsys):
     assert leaks(output) == []  # ...without a key
     for path in config.parent.glob("sweeps.db*"):
         assert leaks(path.read_bytes()) == []
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        ("api", f'api_key = "{PROVIDER_KEY}"'),  # the key itself instead of api_key_env
+        ("api", f'api_key_env = "{PROVIDER_KEY}"'),  # the key where its variable's name goes
+    ],
+    ids=["api_key", "api_key_env"],
+)
+def test_a_key_pasted_into_the_config_is_refused_without_echo(
+    section, line, tmp_path, monkeypatch, capsys
+):
+    """A key written into the TOML is refused (exit 2) and the message does not repeat it."""
+    config = write_config(tmp_path / "sweep", "https://api.example.com/v1")
+    text = config.read_text().replace(f"[{section}]\n", f"[{section}]\n{line}\n", 1)
+    config.write_text(text.replace(f'api_key_env = "{KEY_ENV}"\n', "", 1))
+    for name, value in keyed_env().items():
+        monkeypatch.setenv(name, value)
+    code, output = run_main(["run", str(config)], monkeypatch, capsys)
+    assert code == 2, output
+    assert "api.api_key" in output
+    assert leaks(output) == []
+    assert not list(config.parent.glob("sweeps.db*"))
