@@ -44,12 +44,30 @@ config_argument = click.argument(
 @cli.command()
 @config_argument
 @click.option("--n-trials", type=click.IntRange(min=1), help="Override [sweep].n_trials.")
-@click.option("--max-concurrent", type=click.IntRange(min=1), help="Override [sweep].max_concurrent.")
-@click.option("--dry-run", is_flag=True, help="Validate, print the trials it would launch; spend nothing.")
-@click.option("--allow-config-change", is_flag=True, help="Resume even if the search space or fixed fields changed.")
-@click.option("--cancel-on-exit", is_flag=True, help="On Ctrl-C, cancel the jobs in flight instead of leaving them running.")
-def run(config: str, n_trials: int | None, max_concurrent: int | None, dry_run: bool,
-        allow_config_change: bool, cancel_on_exit: bool) -> None:
+@click.option(
+    "--max-concurrent", type=click.IntRange(min=1), help="Override [sweep].max_concurrent."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Validate, print the trials it would launch; spend nothing."
+)
+@click.option(
+    "--allow-config-change",
+    is_flag=True,
+    help="Resume even if the search space or fixed fields changed.",
+)
+@click.option(
+    "--cancel-on-exit",
+    is_flag=True,
+    help="On Ctrl-C, cancel the jobs in flight instead of leaving them running.",
+)
+def run(
+    config: str,
+    n_trials: int | None,
+    max_concurrent: int | None,
+    dry_run: bool,
+    allow_config_change: bool,
+    cancel_on_exit: bool,
+) -> None:
     """Start or resume the sweep CONFIG describes.
 
     Running the same command again resumes: jobs in flight are re-attached, interrupted launches
@@ -74,8 +92,12 @@ def run(config: str, n_trials: int | None, max_concurrent: int | None, dry_run: 
 
     with ui.observer_for(cfg) as observer:
         result = run_sweep(
-            cfg, env=os.environ, n_trials=n_trials, max_concurrent=max_concurrent,
-            allow_config_change=allow_config_change, cancel_on_exit=cancel_on_exit,
+            cfg,
+            env=os.environ,
+            n_trials=n_trials,
+            max_concurrent=max_concurrent,
+            allow_config_change=allow_config_change,
+            cancel_on_exit=cancel_on_exit,
             observer=observer,
         )
     ui.print_result(cfg, result)
@@ -104,11 +126,31 @@ def status(config: str) -> None:
 
 @cli.command()
 @config_argument
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table")
-@click.option("--top", type=click.IntRange(min=1), help="Only the first N rows in the chosen order (default order: best first).")
-@click.option("--sort", "sort_by", metavar="METRIC", help="Sort by a metric, a param, or number/trained_tokens/cost/duration (default: the objective, best first).")
-@click.option("--with", "with_configs", multiple=True, type=click.Path(dir_okay=False), help="Another sweep's config: show the best trial of each sweep side by side.")
-def compare(config: str, fmt: str, top: int | None, sort_by: str | None, with_configs: tuple[str, ...]) -> None:
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table"
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    help="Only the first N rows in the chosen order (default order: best first).",
+)
+@click.option(
+    "--sort",
+    "sort_by",
+    metavar="METRIC",
+    help="Sort by a metric, a param, or number/trained_tokens/cost/duration "
+    "(default: the objective, best first).",
+)
+@click.option(
+    "--with",
+    "with_configs",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Another sweep's config: show the best trial of each sweep side by side.",
+)
+def compare(
+    config: str, fmt: str, top: int | None, sort_by: str | None, with_configs: tuple[str, ...]
+) -> None:
     """One row per trial: state, objective value(s), params, job, tokens, cost, duration.
 
     \b
@@ -131,7 +173,10 @@ def compare(config: str, fmt: str, top: int | None, sort_by: str | None, with_co
     if fmt == "table":
         console().print(c.render_table(cmp))
     else:
-        click.echo({"json": c.render_json, "csv": c.render_csv, "markdown": c.render_markdown}[fmt](cmp), nl=fmt == "json")
+        click.echo(
+            {"json": c.render_json, "csv": c.render_csv, "markdown": c.render_markdown}[fmt](cmp),
+            nl=fmt == "json",
+        )
 
 
 @cli.command()
@@ -160,7 +205,9 @@ def show(config: str, trial: int) -> None:
 
 @cli.command()
 @config_argument
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write."
+)
 def report(config: str, out: str) -> None:
     """Write a self-contained HTML report (history, loss curves, importances, table).
 
@@ -176,8 +223,10 @@ def report(config: str, out: str) -> None:
     summary = write_report(load_context(config), out)
     for note in summary.notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"wrote {summary.path} ({summary.trials} trials, {summary.figures} figures, "
-               f"{summary.seconds:.1f} s)")
+    click.echo(
+        f"wrote {summary.path} ({summary.trials} trials, {summary.figures} figures, "
+        f"{summary.seconds:.1f} s)"
+    )
 
 
 @cli.command()
@@ -198,23 +247,80 @@ def gc(config: str, yes: bool) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(min=0), help="0 picks a free port.")
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Where files and jobs persist [default: ./.sweeper-local].")
-@click.option("--api-key", envvar="SWEEPER_LOCAL_API_KEY", help="The bearer token to accept [env SWEEPER_LOCAL_API_KEY; default: random, printed].")
-@click.option("--port-file", type=click.Path(dir_okay=False), help="Write the base URL to this file once listening.")
-@click.option("--max-running", type=click.IntRange(min=1), default=4, show_default=True, help="Jobs training at once; more wait in `queued`.")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="0 picks a free port.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Where files and jobs persist [default: ./.sweeper-local].",
+)
+@click.option(
+    "--api-key",
+    envvar="SWEEPER_LOCAL_API_KEY",
+    help="The bearer token to accept [env SWEEPER_LOCAL_API_KEY; default: random, printed].",
+)
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False),
+    help="Write the base URL to this file once listening.",
+)
+@click.option(
+    "--max-running",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Jobs training at once; more wait in `queued`.",
+)
 @click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, help="P(answer 500).")
-@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, help="P(close the connection without answering).")
-@click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), help="Requests per second beyond which the answer is 429 with Retry-After.")
-@click.option("--latency", type=click.FloatRange(min=0), default=0.0, help="Seconds added to every answer.")
-@click.option("--job-failure-rate", type=click.FloatRange(0, 1), default=0.0, help="P(a job fails mid-training with internal_error).")
-@click.option("--step-delay", type=click.FloatRange(min=0), default=0.0, help="Seconds slept per training step (long jobs).")
+@click.option(
+    "--drop-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="P(close the connection without answering).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Requests per second beyond which the answer is 429 with Retry-After.",
+)
+@click.option(
+    "--latency", type=click.FloatRange(min=0), default=0.0, help="Seconds added to every answer."
+)
+@click.option(
+    "--job-failure-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="P(a job fails mid-training with internal_error).",
+)
+@click.option(
+    "--step-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds slept per training step (long jobs).",
+)
 @click.option("--seed", type=int, help="Seed of the injected faults (reproducible runs).")
 @click.option("--list-models", is_flag=True, help="Print the model names it accepts and exit.")
-def serve(host: str, port: int, state_dir: str | None, api_key: str | None, port_file: str | None,
-          max_running: int, error_rate: float, drop_rate: float, rate_limit: float | None,
-          latency: float, job_failure_rate: float, step_delay: float, seed: int | None,
-          list_models: bool) -> None:
+def serve(
+    host: str,
+    port: int,
+    state_dir: str | None,
+    api_key: str | None,
+    port_file: str | None,
+    max_running: int,
+    error_rate: float,
+    drop_rate: float,
+    rate_limit: float | None,
+    latency: float,
+    job_failure_rate: float,
+    step_delay: float,
+    seed: int | None,
+    list_models: bool,
+) -> None:
     """Run the local fine-tuning service (a Nebius-compatible API whose jobs really train).
 
     Once it accepts connections it prints one line, `sweeper local service listening on
@@ -239,9 +345,18 @@ def serve(host: str, port: int, state_dir: str | None, api_key: str | None, port
 
         api_key = f"sk-local-{secrets.token_hex(16)}"
         click.echo(f"api key: {api_key}", err=True)
-    faults = FaultConfig(error_rate, drop_rate, rate_limit, latency, job_failure_rate, step_delay, seed)
-    serve_forever(Path(state_dir or ".sweeper-local"), host=host, port=port, api_key=api_key, faults=faults,
-                  max_running=max_running, port_file=Path(port_file) if port_file else None)
+    faults = FaultConfig(
+        error_rate, drop_rate, rate_limit, latency, job_failure_rate, step_delay, seed
+    )
+    serve_forever(
+        Path(state_dir or ".sweeper-local"),
+        host=host,
+        port=port,
+        api_key=api_key,
+        faults=faults,
+        max_running=max_running,
+        port_file=Path(port_file) if port_file else None,
+    )
 
 
 @cli.group()
@@ -254,11 +369,10 @@ def db() -> None:
 def db_upgrade(config: str) -> None:
     """Apply sweeper's migrations to the storage CONFIG names."""
     from sweeper.config import load_config
-    from sweeper.engine.prepare import resolve_storage
     from sweeper.store.db import upgrade
 
     cfg = load_config(config)
-    upgrade(resolve_storage(cfg))
+    upgrade(cfg.storage_url)
     click.echo(f"{cfg.sweep.storage}: sweeper's tables are at the newest schema")
 
 

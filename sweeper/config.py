@@ -237,6 +237,14 @@ class Config(_Strict):
             return None
         return Path(url[len("sqlite:///") :].split("?", 1)[0])
 
+    @property
+    def storage_url(self) -> str:
+        """The storage URL with a relative SQLite path resolved against the config's folder."""
+        db = self.sqlite_path
+        if db is not None and not db.is_absolute():
+            return "sqlite:///" + str((self.folder / db).resolve())
+        return self.sweep.storage
+
     def fingerprint(self) -> dict[str, Any]:
         """What a resume may not change without --allow-config-change."""
         return {

@@ -203,12 +203,11 @@ def _check_invariants(path: Path, base_url: str, api_key: str, n_trials: int) ->
 
     from sweeper.api.client import ApiClient
     from sweeper.config import load_config
-    from sweeper.engine.prepare import resolve_storage
     from sweeper.store.db import make_engine, make_sessionmaker, optuna_storage
     from sweeper.store.models import CLOSED, Attempt
 
     cfg = load_config(path)
-    url = resolve_storage(cfg)
+    url = cfg.storage_url
     storage = optuna_storage(url)
     try:
         study_trials = optuna.load_study(study_name=cfg.sweep.name, storage=storage).get_trials()

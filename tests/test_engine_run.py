@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from sweeper.api.client import ApiClient
 from sweeper.config import load_config
-from sweeper.engine.prepare import resolve_storage
 from sweeper.engine.service import plan_sweep, run_sweep
 from sweeper.errors import ConfigChanged
 from sweeper.store.db import make_engine, make_sessionmaker, optuna_storage
@@ -26,7 +25,7 @@ def jobs_at(service: Any) -> list[Any]:
 
 def attempts(cfg_path: Path) -> list[Attempt]:
     cfg = load_config(cfg_path)
-    engine = make_engine(resolve_storage(cfg))
+    engine = make_engine(cfg.storage_url)
     try:
         with make_sessionmaker(engine)() as s:
             return list(s.scalars(select(Attempt).order_by(Attempt.id)))
@@ -36,7 +35,7 @@ def attempts(cfg_path: Path) -> list[Attempt]:
 
 def trials(cfg_path: Path) -> list[optuna.trial.FrozenTrial]:
     cfg = load_config(cfg_path)
-    storage = optuna_storage(resolve_storage(cfg))
+    storage = optuna_storage(cfg.storage_url)
     try:
         return optuna.load_study(study_name=cfg.sweep.name, storage=storage).get_trials()
     finally:
@@ -75,7 +74,7 @@ def test_max_concurrent_holds_at_every_launch(local_service, service_env, make_c
     """At every POST, at most max_concurrent attempts of the sweep are in flight."""
     path = make_config(local_service, sweep={"n_trials": 6, "max_concurrent": 2})
     cfg = load_config(path)
-    engine = make_engine(resolve_storage(cfg))
+    engine = make_engine(cfg.storage_url)
     Session = make_sessionmaker(engine)
     seen: list[int] = []
 

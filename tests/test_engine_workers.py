@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import select
 
 from sweeper.config import load_config
-from sweeper.engine.prepare import resolve_storage
 from sweeper.store.db import make_engine, make_sessionmaker
 from sweeper.store.models import Attempt, Worker
 
@@ -54,7 +53,7 @@ def test_three_workers_on_postgresql_share_the_caps(
     for p, (_out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
     check_invariants(path, svc.base_url, svc.api_key, 9)
-    engine = make_engine(resolve_storage(load_config(path)))
+    engine = make_engine(load_config(path).storage_url)
     try:
         with make_sessionmaker(engine)() as s:
             rows = list(s.scalars(select(Attempt)))

@@ -111,15 +111,6 @@ def local_state_dir(cfg: Config, env: Mapping[str, str]) -> Path:
     return sweeper_home(env) / "local-service"
 
 
-def resolve_storage(cfg: Config) -> str:
-    """Relative SQLite paths resolve against the config's folder, like every other path."""
-    url = cfg.sweep.storage
-    db = cfg.sqlite_path
-    if db is not None and not db.is_absolute():
-        return "sqlite:///" + str((cfg.folder / db).resolve())
-    return url
-
-
 # --- the sweep row ----------------------------------------------------------------------------
 
 

@@ -13,7 +13,6 @@ from sweeper.engine.prepare import (
     check_inputs,
     open_sweep_row,
     provider,
-    resolve_storage,
     upload_once,
 )
 from sweeper.engine.runner import Files, Hook, Observer, Runner, RunOptions, RunResult, _silent
@@ -48,7 +47,7 @@ def run_sweep(
     )
 
     quiet_optuna()
-    url = resolve_storage(cfg)
+    url = cfg.storage_url
     engine = make_engine(url)
     try:
         ensure_schema(engine)

@@ -47,7 +47,7 @@ def context_from_config(cfg: object) -> ReportContext:
     )
     return ReportContext(
         sweep_name=sweep.name,
-        storage_url=sweep.storage,
+        storage_url=str(getattr(cfg, "storage_url", sweep.storage)),
         metrics=list(sweep.metrics),
         directions=list(sweep.directions),
         price_per_million_tokens=float(getattr(cfg, "price_per_million_tokens", 0.0) or 0.0),
