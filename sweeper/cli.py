@@ -17,10 +17,6 @@ from sweeper.errors import SweeperError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _not_yet(name: str) -> None:
-    raise click.ClickException(f"`sweep {name}` is not implemented yet")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sweeper")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
@@ -233,16 +229,54 @@ def report(config: str, out: str) -> None:
 @config_argument
 @click.option("--trial", type=int, help="Only this trial's job.")
 def cancel(config: str, trial: int | None) -> None:
-    """Cancel in-flight jobs (all, or one trial's) and close their trials."""
-    _not_yet("cancel")
+    """Cancel in-flight jobs (all, or one trial's) and close their trials.
+
+    Cancelling the whole sweep also stops running workers from launching more trials;
+    the next `sweep run` lifts that stop.
+
+    \b
+    Example:
+      sweep cancel configs/quickstart.toml --trial 3
+    """
+    import os
+
+    from sweeper.config import load_config
+    from sweeper.engine.control import cancel_sweep
+
+    cancelled = cancel_sweep(load_config(config), env=os.environ, trial=trial)
+    for number, job_id in cancelled:
+        click.echo(f"trial {number}: cancelled {job_id}")
+    if not cancelled:
+        click.echo("no job in flight" + (f" for trial {trial}" if trial is not None else ""))
 
 
 @cli.command()
 @config_argument
 @click.option("--yes", is_flag=True, help="Cancel the orphans instead of only listing them.")
 def gc(config: str, yes: bool) -> None:
-    """List (and with --yes cancel) provider jobs of this sweep that no trial owns."""
-    _not_yet("gc")
+    """List (and with --yes cancel) provider jobs of this sweep that no trial owns.
+
+    Such orphans carry this sweep's job suffix but no attempt records them, e.g. a job
+    created by hand with a copied suffix, or by a sweep database that was deleted.
+
+    \b
+    Example:
+      sweep gc configs/quickstart.toml --yes
+    """
+    import os
+
+    from sweeper.config import load_config
+    from sweeper.engine.control import gc_sweep
+
+    orphans = gc_sweep(load_config(config), env=os.environ, cancel=yes)
+    for o in orphans:
+        action = "cancelled" if o.cancelled else ("left running" if not o.job.is_terminal else "")
+        click.echo(f"{o.job.id}  {o.job.status:<10} suffix={o.job.suffix}  {action}".rstrip())
+    running = sum(1 for o in orphans if not o.job.is_terminal and not o.cancelled)
+    click.echo(
+        f"{len(orphans)} orphan job(s)"
+        + (f", {running} still running: rerun with --yes" if running else "")
+    )
 
 
 @cli.command()

@@ -16,6 +16,7 @@ Crash windows and how they heal (see store/models.py for the states):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -62,7 +63,8 @@ from sweeper.store.models import (
 
 log = logging.getLogger("sweeper.engine")
 
-Hook = Callable[[str, int], None]  # (fault point name, attempt id)
+Hook = Callable[[str, int], None]
+CANCELLED_BY_USER = "cancelled by `sweep cancel`"  # (fault point name, attempt id)
 
 
 class Observer(Protocol):
@@ -152,9 +154,7 @@ class Runner:
             self.observe("interrupted", cancel=self.opts.cancel_on_exit)
             if self.opts.cancel_on_exit:
                 self.cancel_in_flight(reason="interrupted")
-            self._heartbeat(stopped=True)
             return RunResult(self.stop_reason, self.counts(), interrupted=True)
-        self._heartbeat(stopped=True)
         return RunResult(self.stop_reason, self.counts())
 
     def tick(self) -> bool:
@@ -171,6 +171,16 @@ class Runner:
         with transaction(self.Session) as s:
             open_left = q.count_open(s, self.sweep.id)
         return claimed_all and open_left == 0
+
+    def retire(self) -> None:
+        """This worker is leaving: its attempts may be adopted at once by the next one."""
+        self._heartbeat(stopped=True)
+
+    def mark_finished(self) -> None:
+        with transaction(self.Session) as s:
+            row = s.get(Sweep, self.sweep.id)
+            if row is not None and q.count_open(s, row.id) == 0:
+                row.finished_at = q.utcnow()
 
     def _heartbeat(self, *, stopped: bool = False) -> None:
         with transaction(self.Session) as s:
@@ -200,6 +210,9 @@ class Runner:
             used = q.count_trials(s, self.sweep.id)
             if used >= self.n_trials:
                 return "done", None
+            requested = s.get(Sweep, self.sweep.id)
+            if requested is not None and requested.stop_reason == CANCELLED_BY_USER:
+                self.stop_reason = CANCELLED_BY_USER
             reason = self.stop_reason or self._stop_condition(s)
             if reason is not None:
                 self._set_stop(s, reason)
@@ -425,7 +438,8 @@ class Runner:
             )
             a = s.get(Attempt, attempt_id)
         if moved and a is not None and a.trial_id is not None:
-            self.study._storage.set_trial_user_attr(a.trial_id, JOB_ID_ATTR, job.id)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.study._storage.set_trial_user_attr(a.trial_id, JOB_ID_ATTR, job.id)
             self.observe("launched", trial=a.trial_number, job_id=job.id, params=a.params)
 
     def _fail_unlaunched(self, attempt_id: int, exc: ApiRejected) -> None:
@@ -649,7 +663,8 @@ class Runner:
             return
         if a.trial_number is not None:
             if state == "FAIL" and a.trial_id is not None and error:
-                self.study._storage.set_trial_user_attr(a.trial_id, "fail_reason", error[:500])
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    self.study._storage.set_trial_user_attr(a.trial_id, "fail_reason", error[:500])
             self.study.tell(
                 a.trial_number,
                 values if state == "COMPLETE" else None,
@@ -769,27 +784,53 @@ class Runner:
         if sweep is not None and sweep.stop_reason != reason:
             sweep.stop_reason = reason
 
-    def cancel_in_flight(self, *, reason: str, trial: int | None = None) -> int:
-        """Cancel this worker's jobs in flight (and close their trials at the next watch)."""
+    def cancel_in_flight(
+        self, *, reason: str, trial: int | None = None, everyone: bool = False, wait: float = 30.0
+    ) -> list[tuple[int | None, str]]:
+        """Cancel jobs in flight (this worker's, or every worker's) and close their trials.
+
+        Returns (trial number, job id) of each job cancelled. Trials close once the provider
+        reports the job cancelled (or finished first), within ``wait`` seconds.
+        """
         with transaction(self.Session) as s:
-            inflight = q.attempts_of(s, self.sweep.id, self.worker_id, (SUBMITTED,))
-        n = 0
+            query = select(Attempt).where(
+                Attempt.sweep_id == self.sweep.id, Attempt.state == SUBMITTED
+            )
+            if not everyone:
+                query = query.where(Attempt.worker_id == self.worker_id)
+            inflight = [a for a in s.scalars(query) if trial is None or a.trial_number == trial]
         for a in inflight:
-            if trial is not None and a.trial_number != trial:
-                continue
             with transaction(self.Session) as s:
                 q.set_fields(s, a.id, cancel_reason=reason)
             assert a.job_id is not None
             self._cancel(a.job_id)
-            n += 1
-        return n
+        deadline = self.clock() + wait
+        pending = list(inflight)
+        while pending and self.clock() < deadline:
+            still = []
+            for a in pending:
+                assert a.job_id is not None
+                job = self.client.retrieve_job(a.job_id)
+                if not job.is_terminal:
+                    still.append(a)
+                    continue
+                with transaction(self.Session) as s:
+                    fresh = s.get(Attempt, a.id)
+                if fresh is not None and fresh.state == SUBMITTED:
+                    self._update(fresh, job)
+                with transaction(self.Session) as s:
+                    fresh = s.get(Attempt, a.id)
+                if fresh is not None and fresh.state == FINISHED:
+                    self._close(fresh)
+            pending = still
+            if pending:
+                self.stopping.wait(min(0.5, self.cfg.api.poll_interval))
+        return [(a.trial_number, a.job_id or "") for a in inflight]
 
     def counts(self) -> dict[str, int]:
         with transaction(self.Session) as s:
             rows = s.execute(
-                select(Attempt.trial_state, Attempt.state).where(
-                    Attempt.sweep_id == self.sweep.id
-                )
+                select(Attempt.trial_state, Attempt.state).where(Attempt.sweep_id == self.sweep.id)
             ).all()
         out: dict[str, int] = {}
         for trial_state, state in rows:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sweeper.config import Config
 from sweeper.engine.prepare import (
+    Checked,
     check_inputs,
     open_sweep_row,
     provider,
     upload_once,
 )
 from sweeper.engine.runner import Files, Hook, Observer, Runner, RunOptions, RunResult, _silent
+from sweeper.errors import SweeperError
 
 
 def run_sweep(
@@ -32,9 +36,39 @@ def run_sweep(
 ) -> RunResult:
     """Start or resume the sweep; returns when every trial is closed or a budget stops it."""
     checked = check_inputs(cfg, env)  # nothing spent, nothing written before this passes
+    opts = RunOptions(
+        n_trials=n_trials or cfg.sweep.n_trials,
+        max_concurrent=max_concurrent or cfg.sweep.max_concurrent,
+        cancel_on_exit=cancel_on_exit,
+        lease=lease or timedelta(seconds=max(120.0, 4 * cfg.api.poll_interval)),
+    )
+    with open_runner(
+        cfg, env, checked, opts, create=True, allow_config_change=allow_config_change,
+        observer=observer, hook=hook,
+    ) as runner:  # fmt: skip
+        result = runner.run()
+        result.requests = dict(runner.client.stats)
+        if not result.interrupted and result.stop_reason is None:
+            runner.mark_finished()
+        return result
 
-    import optuna
 
+@contextlib.contextmanager
+def open_runner(
+    cfg: Config,
+    env: Mapping[str, str],
+    checked: Checked,
+    opts: RunOptions,
+    *,
+    create: bool,
+    allow_config_change: bool = False,
+    observer: Observer = _silent,
+    hook: Hook | None = None,
+) -> Iterator[Runner]:
+    """A worker on the sweep with everything it needs open; all of it closed on exit.
+
+    ``create=False`` (cancel, gc) needs an existing sweep and writes no schema.
+    """
     from sweeper.api.client import ApiClient
     from sweeper.engine.study import open_study, quiet_optuna
     from sweeper.store import queries as q
@@ -48,32 +82,40 @@ def run_sweep(
 
     quiet_optuna()
     url = cfg.storage_url
+    if not create and cfg.sqlite_path is not None and not Path(url[len("sqlite:///") :]).exists():
+        raise SweeperError(f"no database at {url}; run `sweep run {cfg.path}` first")
     engine = make_engine(url)
+    storage = None
     try:
-        ensure_schema(engine)
+        ensure_schema(engine, create=create)
         Session = make_sessionmaker(engine)
-        sweep = open_sweep_row(Session, cfg, allow_change=allow_config_change)
+        if create:
+            sweep = open_sweep_row(Session, cfg, allow_change=allow_config_change)
+        else:
+            with transaction(Session) as s:
+                found = q.get_sweep(s, cfg.sweep.name)
+            if found is None:
+                raise SweeperError(f"no sweep named {cfg.sweep.name!r} in {cfg.sweep.storage}")
+            sweep = found
         with transaction(Session) as s:
             worker_id, ordinal = q.register_worker(s, sweep.id)
         seed = None if cfg.sweep.seed is None else cfg.sweep.seed + 7919 * ordinal
         storage = optuna_storage(url)
         study = open_study(cfg, storage, seed)
-        observer(
-            "started", sweep=cfg.sweep.name, storage=url, worker=worker_id, resumed=ordinal > 0
-        )
+        observer("started", sweep=cfg.sweep.name, storage=url, worker=worker_id,
+                 resumed=ordinal > 0)  # fmt: skip
         with (
             provider(cfg, checked.api_key, env) as (base_url, key, cache_key),
             ApiClient(base_url, key, timeout=cfg.api.request_timeout) as client,
         ):
-            files = _files(cfg, client, Session, cache_key, checked)
+            files = (
+                _files(cfg, client, Session, cache_key, checked)
+                if create
+                else Files(training_file="", validation_file=None, tokens_per_epoch=0)
+            )
             runner = Runner(
                 cfg=cfg,
-                opts=RunOptions(
-                    n_trials=n_trials or cfg.sweep.n_trials,
-                    max_concurrent=max_concurrent or cfg.sweep.max_concurrent,
-                    cancel_on_exit=cancel_on_exit,
-                    lease=lease or timedelta(seconds=max(120.0, 4 * cfg.api.poll_interval)),
-                ),
+                opts=opts,
                 client=client,
                 session_factory=Session,
                 study=study,
@@ -85,19 +127,13 @@ def run_sweep(
                 hook=hook,
                 evaluator=checked.evaluator,
             )
-            result = runner.run()
-            result.requests = dict(client.stats)
-        with transaction(Session) as s:
-            row = q.get_sweep(s, cfg.sweep.name)
-            done = not result.interrupted and result.stop_reason is None
-            if row is not None and done and q.count_open(s, row.id) == 0:
-                row.finished_at = q.utcnow()
-        optuna_engine = getattr(storage, "engine", None)
-        if optuna_engine is not None:
-            optuna_engine.dispose()
-        del optuna
-        return result
+            try:
+                yield runner
+            finally:
+                runner.retire()
     finally:
+        if storage is not None:
+            storage.engine.dispose()
         engine.dispose()
 
 
