@@ -148,6 +148,8 @@ def mutated_configs(draw: st.DrawFn) -> dict[str, Any]:
             if isinstance(raw[section], dict):
                 raw[section][key] = draw(toml_values)
         elif where == "hyperparameter":
+            if not isinstance(raw["job"].get("hyperparameters"), dict):
+                raw["job"]["hyperparameters"] = {}  # a section mutation replaced the table
             raw["job"]["hyperparameters"][draw(st.sampled_from(HP_NAMES))] = draw(toml_values)
         elif where == "search":
             raw["search"][draw(st.sampled_from(HP_NAMES))] = draw(search_specs())
@@ -312,3 +314,43 @@ def test_fixed_hyperparameters_pass_only_inside_the_provider_ranges(name, value)
         assert any(p.startswith(f"job.hyperparameters.{name}:") for p in exc.problems)
     else:
         assert fits
+
+
+URL_CHARS = "abcxyz019:/?#[]@!$&'()*+,;=%.-_~ \\"
+urls = st.builds(
+    str.__add__,
+    st.sampled_from(
+        [
+            "",
+            "http://",
+            "https://",
+            "HTTP://",
+            "sqlite:///",
+            "sqlite://",
+            "ftp://",
+            "postgresql+psycopg://",
+            "mysql://",
+            "local",
+        ]
+    ),
+    st.text(alphabet=URL_CHARS, max_size=20),
+)
+
+
+@FUZZ
+@given(base_url=urls, storage=urls)
+def test_url_like_strings_give_only_config_errors(base_url, storage):
+    """Half-broken URLs for api.base_url and sweep.storage (urllib raises on some): ConfigError
+    or a Config, and an accepted plain-http base_url is always loopback."""
+    import copy
+
+    from sweeper.config import is_loopback
+
+    raw = copy.deepcopy(GOOD)
+    raw["api"]["base_url"] = base_url
+    raw["sweep"]["storage"] = storage
+    cfg = check_only_config_errors(raw)
+    if cfg is not None and cfg.api.base_url.lower().startswith("http://"):
+        from urllib.parse import urlparse
+
+        assert is_loopback(urlparse(cfg.api.base_url).hostname or "")
