@@ -19,7 +19,14 @@ from sweeper.report.data import TrialRow, load_sweep, load_trials, read_session
 
 # columns every row has; an objective whose metric name collides gets an `objective_` prefix
 FIXED_COLUMNS = (
-    "number", "state", "job_id", "job_status", "attempts", "trained_tokens", "cost", "duration_s",
+    "number",
+    "state",
+    "job_id",
+    "job_status",
+    "attempts",
+    "trained_tokens",
+    "cost",
+    "duration_s",
 )
 SORT_COLUMNS = {
     "number": "number",
@@ -127,8 +134,12 @@ def _default_key(
     def key(r: TrialRow) -> tuple[Any, ...]:
         if _usable(r, n):
             # the best (or the front) first, then by the objectives in their directions
-            return (0, 0 if (r.best or r.pareto) else 1, _minimizing(r.values or [], directions),
-                    r.number)
+            return (
+                0,
+                0 if (r.best or r.pareto) else 1,
+                _minimizing(r.values or [], directions),
+                r.number,
+            )
         return (1, _STATE_RANK.get(r.state, 9), (), r.number)
 
     return key
@@ -217,8 +228,20 @@ def flat_records(cmp: Comparison) -> tuple[list[str], list[dict[str, Any]]]:
     """Column names and rows with params flattened to `param_<name>` columns."""
     names = objective_columns(cmp.ctx.metrics)
     pcols = [f"param_{p}" for p in cmp.params]
-    columns = ["number", "state", *names, *pcols, "job_id", "job_status", "attempts",
-               "trained_tokens", "cost", "duration_s", "best", "pareto"]
+    columns = [
+        "number",
+        "state",
+        *names,
+        *pcols,
+        "job_id",
+        "job_status",
+        "attempts",
+        "trained_tokens",
+        "cost",
+        "duration_s",
+        "best",
+        "pareto",
+    ]
     flat = []
     for rec in to_records(cmp):
         params = rec.pop("params")
@@ -274,25 +297,38 @@ def display_rows(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
     """Header and string cells shared by the terminal table and Markdown."""
     mark = "best" if not cmp.ctx.multi_objective else "pareto"
     names = objective_columns(cmp.ctx.metrics)
-    header = [mark, "trial", "state", *names, *cmp.params, "job id", "job status", "attempts",
-              "tokens", "cost", "duration"]
+    header = [
+        mark,
+        "trial",
+        "state",
+        *names,
+        *cmp.params,
+        "job id",
+        "job status",
+        "attempts",
+        "tokens",
+        "cost",
+        "duration",
+    ]
     body = []
     for r in cmp.rows:
         flag = r.best if not cmp.ctx.multi_objective else r.pareto
         vals = r.values or []
-        body.append([
-            "*" if flag else "",
-            str(r.number),
-            r.state,
-            *[fmt_value(vals[i] if i < len(vals) else None) for i in range(len(names))],
-            *[fmt_value(r.params.get(p)) for p in cmp.params],
-            r.job_id or "-",
-            r.job_status or "-",
-            str(r.attempts),
-            f"{r.trained_tokens:,}",
-            f"{r.cost:.4f}",
-            fmt_duration(r.duration_s),
-        ])
+        body.append(
+            [
+                "*" if flag else "",
+                str(r.number),
+                r.state,
+                *[fmt_value(vals[i] if i < len(vals) else None) for i in range(len(names))],
+                *[fmt_value(r.params.get(p)) for p in cmp.params],
+                r.job_id or "-",
+                r.job_status or "-",
+                str(r.attempts),
+                f"{r.trained_tokens:,}",
+                f"{r.cost:.4f}",
+                fmt_duration(r.duration_s),
+            ]
+        )
     return header, body
 
 
@@ -356,9 +392,17 @@ def best_of(ctx: ReportContext) -> list[dict[str, Any]]:
     for rec in to_records(Comparison(ctx=ctx, rows=chosen, params=cmp.params)):
         out.append({"sweep": ctx.sweep_name, "metrics": list(ctx.metrics), **rec})
     if not chosen:
-        out.append({"sweep": ctx.sweep_name, "metrics": list(ctx.metrics), "number": None,
-                    "state": None, "values": None,
-                    "params": {}, "job_id": None})
+        out.append(
+            {
+                "sweep": ctx.sweep_name,
+                "metrics": list(ctx.metrics),
+                "number": None,
+                "state": None,
+                "values": None,
+                "params": {},
+                "job_id": None,
+            }
+        )
     return out
 
 
@@ -370,14 +414,17 @@ def render_side_by_side(records: list[dict[str, Any]], fmt: str) -> Any:
     body = []
     for rec in records:
         vals = rec.get("values")
-        body.append([
-            str(rec["sweep"]),
-            fmt_value(rec.get("number")),
-            ", ".join(f"{m}={fmt_value(v)}" for m, v in zip(rec["metrics"], vals, strict=False))
-            if vals else "-",
-            ", ".join(f"{k}={fmt_value(v)}" for k, v in sorted(rec["params"].items())) or "-",
-            rec.get("job_id") or "-",
-        ])
+        body.append(
+            [
+                str(rec["sweep"]),
+                fmt_value(rec.get("number")),
+                ", ".join(f"{m}={fmt_value(v)}" for m, v in zip(rec["metrics"], vals, strict=False))
+                if vals
+                else "-",
+                ", ".join(f"{k}={fmt_value(v)}" for k, v in sorted(rec["params"].items())) or "-",
+                rec.get("job_id") or "-",
+            ]
+        )
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

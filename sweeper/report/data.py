@@ -78,8 +78,7 @@ def read_session(storage_url: str) -> Iterator[Session]:
     path = _sqlite_path(url)
     if path is not None and not path.exists():
         raise SweepNotFound(
-            f"no database at {path} (storage {safe_url(storage_url)}); "
-            "run `sweep run CONFIG` first"
+            f"no database at {path} (storage {safe_url(storage_url)}); run `sweep run CONFIG` first"
         )
     engine = create_engine(url, poolclass=NullPool)
     if url.get_backend_name() == "sqlite":
@@ -201,8 +200,16 @@ def load_trials(session: Session, sweep_id: int, price_per_million: float) -> li
         tokens = a.trained_tokens or 0
         if current is None or current.number != a.trial_number:
             current = TrialRow(
-                number=a.trial_number, state="", values=None, params={}, job_id=None,
-                job_status=None, attempts=0, trained_tokens=0, cost=0.0, duration_s=None,
+                number=a.trial_number,
+                state="",
+                values=None,
+                params={},
+                job_id=None,
+                job_status=None,
+                attempts=0,
+                trained_tokens=0,
+                cost=0.0,
+                duration_s=None,
             )
             rows.append(current)
         # the last attempt (highest attempt_no) decides; tokens and cost add up over all

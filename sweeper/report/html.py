@@ -78,17 +78,22 @@ def write_report(ctx: ReportContext, out: str | Path) -> ReportSummary:
     sections: list[Section] = []
     with _quiet_optuna(), _read_only_study(ctx.storage_url, study_name) as study:
         sections += _optuna_sections(ctx, study, rows)
-    sections.insert(1, Section(
-        "Loss curves", _loss_curves(ctx, curve_rows, checkpoints), curve_note))
+    sections.insert(
+        1, Section("Loss curves", _loss_curves(ctx, curve_rows, checkpoints), curve_note)
+    )
     sections.append(Section("Results", _results_table(cmp)))
-    sections.append(Section(
-        "Configuration", f"<pre>{html.escape(ctx.config_text or '(not available)')}</pre>"))
+    sections.append(
+        Section("Configuration", f"<pre>{html.escape(ctx.config_text or '(not available)')}</pre>")
+    )
     page = _page(ctx, cmp, sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return ReportSummary(
-        path=out, trials=len(rows), figures=page.count('class="plotly-graph-div"'),
-        notes=[s.note for s in sections if s.note], seconds=time.perf_counter() - started,
+        path=out,
+        trials=len(rows),
+        figures=page.count('class="plotly-graph-div"'),
+        notes=[s.note for s in sections if s.note],
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -158,8 +163,9 @@ def _optuna_sections(ctx: ReportContext, study: Any, rows: list[TrialRow]) -> li
         fig = vis.plot_optimization_history(mem, **_target(ctx, i))
         fig.update_layout(title=f"Optimization history: {metric} ({ctx.directions[i]})")
         hist.append(_fig_html(fig))
-    sections.append(Section("Optimization history", "".join(hist),
-                            "" if complete else "No COMPLETE trial yet."))
+    sections.append(
+        Section("Optimization history", "".join(hist), "" if complete else "No COMPLETE trial yet.")
+    )
 
     if ctx.multi_objective and complete:
         fig = vis.plot_pareto_front(mem, target_names=ctx.metrics)
@@ -170,8 +176,10 @@ def _optuna_sections(ctx: ReportContext, study: Any, rows: list[TrialRow]) -> li
         best = _best_trials(ctx, complete, MAX_PARALLEL_TRIALS)
         note = ""
         if len(best) < len(complete):
-            note = (f"Showing the {len(best)} best of {len(complete)} COMPLETE trials "
-                    "(one line per trial).")
+            note = (
+                f"Showing the {len(best)} best of {len(complete)} COMPLETE trials "
+                "(one line per trial)."
+            )
         sub = _memory_study(study.directions, best)
         pc = []
         for i, metric in enumerate(ctx.metrics):
@@ -180,17 +188,24 @@ def _optuna_sections(ctx: ReportContext, study: Any, rows: list[TrialRow]) -> li
             pc.append(_fig_html(fig))
         sections.append(Section("Parallel coordinates", "".join(pc), note))
     else:
-        sections.append(Section("Parallel coordinates", "",
-                                "Not shown: needs a COMPLETE trial with sampled params."))
+        sections.append(
+            Section(
+                "Parallel coordinates", "", "Not shown: needs a COMPLETE trial with sampled params."
+            )
+        )
 
     if len(complete) >= MIN_IMPORTANCE_TRIALS and n_params >= 2:
         body, note = _importances(ctx, study.directions, complete)
         sections.append(Section("Parameter importances", body, note))
     else:
-        sections.append(Section(
-            "Parameter importances", "",
-            f"Not shown: needs at least {MIN_IMPORTANCE_TRIALS} COMPLETE trials and 2 sampled "
-            f"params (this sweep has {len(complete)} and {n_params})."))
+        sections.append(
+            Section(
+                "Parameter importances",
+                "",
+                f"Not shown: needs at least {MIN_IMPORTANCE_TRIALS} COMPLETE trials and 2 sampled "
+                f"params (this sweep has {len(complete)} and {n_params}).",
+            )
+        )
     return sections
 
 
@@ -233,10 +248,13 @@ def _importances(ctx: ReportContext, directions: list[Any], complete: list[Any])
     note = ""
     chosen = complete
     if len(complete) > MAX_IMPORTANCE_TRIALS:
-        chosen = sorted(random.Random(0).sample(complete, MAX_IMPORTANCE_TRIALS),
-                        key=lambda t: t.number)
-        note = (f"Importances fitted on a random sample of {MAX_IMPORTANCE_TRIALS} of the "
-                f"{len(complete)} COMPLETE trials, to keep the report fast.")
+        chosen = sorted(
+            random.Random(0).sample(complete, MAX_IMPORTANCE_TRIALS), key=lambda t: t.number
+        )
+        note = (
+            f"Importances fitted on a random sample of {MAX_IMPORTANCE_TRIALS} of the "
+            f"{len(complete)} COMPLETE trials, to keep the report fast."
+        )
     source = _memory_study(directions, chosen)
     figs = []
     try:
@@ -248,7 +266,8 @@ def _importances(ctx: ReportContext, directions: list[Any], complete: list[Any])
                 # optuna warns that a target is minimized; that is why maximized ones are negated
                 warnings.filterwarnings("ignore", ".*low `target` values", UserWarning)
                 fig = vis.plot_param_importances(
-                    source, target=_objective(i, sign), target_name=metric)
+                    source, target=_objective(i, sign), target_name=metric
+                )
             fig.update_layout(title=f"Parameter importances for {metric}")
             figs.append(fig)
     except (ValueError, RuntimeError) as exc:  # e.g. every trial has the same params
@@ -270,9 +289,11 @@ def _curve_selection(ordered: list[TrialRow]) -> tuple[list[TrialRow], str]:
     chosen = complete[:MAX_CURVES_BEST] + other[:MAX_CURVES_OTHER]
     note = ""
     if len(complete) > MAX_CURVES_BEST or len(other) > MAX_CURVES_OTHER:
-        note = (f"Showing the {min(len(complete), MAX_CURVES_BEST)} best COMPLETE trials and "
-                f"{min(len(other), MAX_CURVES_OTHER)} of the {len(other)} pruned, failed or "
-                f"running ones (of {len(ordered)} trials) so the plot stays readable.")
+        note = (
+            f"Showing the {min(len(complete), MAX_CURVES_BEST)} best COMPLETE trials and "
+            f"{min(len(other), MAX_CURVES_OTHER)} of the {len(other)} pruned, failed or "
+            f"running ones (of {len(ordered)} trials) so the plot stays readable."
+        )
     return chosen, note
 
 
@@ -287,8 +308,9 @@ def _loss_curves(
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("train loss", "valid loss"),
-                        horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("train loss", "valid loss"), horizontal_spacing=0.08
+    )
     from plotly.colors import qualitative
 
     palette = qualitative.Plotly + qualitative.D3
@@ -299,23 +321,34 @@ def _loss_curves(
             continue
         name = f"trial {r.number} ({r.state.lower()})" + (" best" if r.best else "")
         color = palette[drawn % len(palette)]  # the same colour in both panels
-        line = {"dash": _DASH.get(r.state, "solid"), "width": 3 if r.best else 1.5,
-                "color": color}
+        line = {"dash": _DASH.get(r.state, "solid"), "width": 3 if r.best else 1.5, "color": color}
         steps = [p[0] for p in points]
         for col, idx in ((1, 1), (2, 2)):
-            fig.add_trace(go.Scatter(
-                x=steps, y=[p[idx] for p in points], mode="lines+markers", name=name,
-                legendgroup=str(r.number), showlegend=col == 1, line=line,
-                marker={"size": 6, "color": color}, opacity=0.95 if r.state == "COMPLETE" else 0.6,
-                hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4g}}<extra></extra>",
-            ), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=[p[idx] for p in points],
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=str(r.number),
+                    showlegend=col == 1,
+                    line=line,
+                    marker={"size": 6, "color": color},
+                    opacity=0.95 if r.state == "COMPLETE" else 0.6,
+                    hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4g}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
         drawn += 1
     if not drawn:
         return "<p class='note'>No checkpoint metrics recorded yet.</p>"
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="loss")
-    fig.update_layout(title="Loss by step (solid: complete, dotted: pruned, dashed: failed)",
-                      legend={"font": {"size": 10}})
+    fig.update_layout(
+        title="Loss by step (solid: complete, dotted: pruned, dashed: failed)",
+        legend={"font": {"size": 10}},
+    )
     return _fig_html(fig, 520)
 
 
@@ -333,8 +366,10 @@ def _results_table(cmp: Comparison) -> str:
                 sort_key = f" data-v='{html.escape(_num(c))}'"
             cells.append(f"<td{sort_key}>{html.escape(c)}</td>")
         lines.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f"<table id='results' class='sortable'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(lines)}</tbody></table>")
+    return (
+        f"<table id='results' class='sortable'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(lines)}</tbody></table>"
+    )
 
 
 def _num(cell: str) -> str:
@@ -400,15 +435,19 @@ def _page(ctx: ReportContext, cmp: Comparison, sections: list[Section]) -> str:
     best_text = "none yet"
     if best and not ctx.multi_objective:
         b = best[0]
-        best_text = (f"trial {b.number}: {ctx.metrics[0]} = {b.values[0] if b.values else '-':.4g}"
-                     f" ({json.dumps(b.params)})")
+        best_text = (
+            f"trial {b.number}: {ctx.metrics[0]} = {b.values[0] if b.values else '-':.4g}"
+            f" ({json.dumps(b.params)})"
+        )
     elif best:
         best_text = f"Pareto front of {len(best)} trials"
     summary = [
         ("sweep", ctx.sweep_name),
         ("storage", safe_url(ctx.storage_url)),
-        ("objective", ", ".join(f"{m} ({d})" for m, d in zip(ctx.metrics, ctx.directions,
-                                                             strict=False))),
+        (
+            "objective",
+            ", ".join(f"{m} ({d})" for m, d in zip(ctx.metrics, ctx.directions, strict=False)),
+        ),
         ("trials", ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))),
         ("best", best_text),
         ("trained tokens", f"{sum(r.trained_tokens for r in cmp.rows):,}"),

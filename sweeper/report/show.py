@@ -60,24 +60,34 @@ class TrialView:
     attempts: list[AttemptView]
 
 
-METRIC_KEYS = ("train_loss", "valid_loss", "train_mean_token_accuracy",
-               "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+METRIC_KEYS = (
+    "train_loss",
+    "valid_loss",
+    "train_mean_token_accuracy",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
 
 
 def show_trial(ctx: ReportContext, number: int) -> TrialView:
     with read_session(ctx.storage_url) as session:
         sweep = load_sweep(session, ctx)
-        attempts = list(session.scalars(
-            select(Attempt)
-            .where(Attempt.sweep_id == sweep.id, Attempt.trial_number == number)
-            .order_by(Attempt.attempt_no)
-        ))
+        attempts = list(
+            session.scalars(
+                select(Attempt)
+                .where(Attempt.sweep_id == sweep.id, Attempt.trial_number == number)
+                .order_by(Attempt.attempt_no)
+            )
+        )
         if not attempts:
-            known = list(session.scalars(
-                select(Attempt.trial_number)
-                .where(Attempt.sweep_id == sweep.id, Attempt.trial_number.is_not(None))
-                .distinct()
-            ))
+            known = list(
+                session.scalars(
+                    select(Attempt.trial_number)
+                    .where(Attempt.sweep_id == sweep.id, Attempt.trial_number.is_not(None))
+                    .distinct()
+                )
+            )
             raise UnknownTrial(number, [k for k in known if k is not None])
         ids = [a.id for a in attempts]
         cks = load_checkpoints(session, ids)
@@ -90,19 +100,35 @@ def show_trial(ctx: ReportContext, number: int) -> TrialView:
                 m.setdefault("train_loss", ck.train_loss)
                 m.setdefault("valid_loss", ck.valid_loss)
                 metrics.append({"step": ck.step_number, **m})
-            views.append(AttemptView(
-                a.attempt_no, a.state, a.job_id, a.job_status, a.error_code, a.error_message,
-                a.trained_tokens, a.trained_steps, a.total_steps, a.created_at, a.launched_at,
-                a.finished_at, a.cancel_reason,
-                [(e.created_at, e.level, e.message) for e in evs.get(a.id, [])], metrics,
-            ))
+            views.append(
+                AttemptView(
+                    a.attempt_no,
+                    a.state,
+                    a.job_id,
+                    a.job_status,
+                    a.error_code,
+                    a.error_message,
+                    a.trained_tokens,
+                    a.trained_steps,
+                    a.total_steps,
+                    a.created_at,
+                    a.launched_at,
+                    a.finished_at,
+                    a.cancel_reason,
+                    [(e.created_at, e.level, e.message) for e in evs.get(a.id, [])],
+                    metrics,
+                )
+            )
         last = attempts[-1]
         return TrialView(
-            ctx=ctx, number=number,
+            ctx=ctx,
+            number=number,
             state=trial_state(last.state, last.trial_state, last.job_status),
             values=list(last.values) if last.values is not None else None,
-            params=dict(last.params or {}), hyperparameters=dict(last.hyperparameters or {}),
-            model=last.model, attempts=views,
+            params=dict(last.params or {}),
+            hyperparameters=dict(last.hyperparameters or {}),
+            model=last.model,
+            attempts=views,
         )
 
 
@@ -122,29 +148,43 @@ def render_trial(view: TrialView) -> list[Any]:
     head.add_row("state", view.state)
     names = objective_columns(view.ctx.metrics)
     vals = view.values or []
-    head.add_row("objective", ", ".join(
-        f"{n}={fmt_value(vals[i] if i < len(vals) else None)}" for i, n in enumerate(names)))
+    head.add_row(
+        "objective",
+        ", ".join(
+            f"{n}={fmt_value(vals[i] if i < len(vals) else None)}" for i, n in enumerate(names)
+        ),
+    )
     head.add_row("model", view.model or "-")
     head.add_row("params", ", ".join(f"{k}={fmt_value(v)}" for k, v in view.params.items()))
-    head.add_row("hyperparameters",
-                 ", ".join(f"{k}={fmt_value(v)}" for k, v in view.hyperparameters.items()))
+    head.add_row(
+        "hyperparameters", ", ".join(f"{k}={fmt_value(v)}" for k, v in view.hyperparameters.items())
+    )
     out: list[Any] = [head]
     for a in view.attempts:
         t = Table.grid(padding=(0, 2))
         t.add_column(style="bold")
         t.add_column()
-        t.add_row("job", f"{a.job_id or '(not launched)'}  status {a.job_status or '-'}"
-                  f"  attempt state {a.state}")
+        t.add_row(
+            "job",
+            f"{a.job_id or '(not launched)'}  status {a.job_status or '-'}"
+            f"  attempt state {a.state}",
+        )
         if a.error_code or a.error_message:
             t.add_row("error", f"{a.error_code or '-'}: {a.error_message or ''}")
         if a.cancel_reason:
             t.add_row("cancelled", a.cancel_reason)
         steps = f"{a.trained_steps or 0}/{a.total_steps or '?'} steps"
         t.add_row("tokens", f"{a.trained_tokens or 0:,} trained, {steps}")
-        dur = ((a.finished_at - a.launched_at).total_seconds()
-               if a.finished_at and a.launched_at else None)
-        t.add_row("times", f"claimed {_ts(a.created_at)}, launched {_ts(a.launched_at)}, "
-                  f"finished {_ts(a.finished_at)} ({fmt_duration(dur)})")
+        dur = (
+            (a.finished_at - a.launched_at).total_seconds()
+            if a.finished_at and a.launched_at
+            else None
+        )
+        t.add_row(
+            "times",
+            f"claimed {_ts(a.created_at)}, launched {_ts(a.launched_at)}, "
+            f"finished {_ts(a.finished_at)} ({fmt_duration(dur)})",
+        )
         out.append(Rule(f"attempt {a.attempt_no} of {len(view.attempts)}", align="left"))
         out.append(t)
         if a.metrics:
@@ -160,7 +200,8 @@ def render_trial(view: TrialView) -> list[Any]:
             for k in ("time", "level", "message"):
                 et.add_column(k)
             for ts, level, msg in a.events:
-                et.add_row(datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                           level, msg)
+                et.add_row(
+                    datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S"), level, msg
+                )
             out.append(et)
     return out

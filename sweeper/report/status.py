@@ -103,21 +103,36 @@ def render_status(st: SweepStatus) -> list[Any]:
     head.add_row("trials", "  ".join(f"{s} {n}" for s, n in st.counts.items()))
     state = "finished" if st.finished_at else ("running" if st.workers else "not running")
     head.add_row("state", state + (f"; stopped: {st.stop_reason}" if st.stop_reason else ""))
-    head.add_row("elapsed", fmt_duration(st.elapsed_s) + (
-        f" ({_left(ctx.budget.timeout, st.elapsed_s, '.0f')} s)" if ctx.budget.timeout else ""))
-    head.add_row("tokens", f"{st.trained_tokens:,} trained; "
-                 + _left(ctx.budget.max_trained_tokens, st.trained_tokens, ",d"))
-    head.add_row("cost", f"{st.cost:.4f} at {ctx.price_per_million_tokens:g}/M tokens; "
-                 + _left(ctx.budget.max_cost, st.cost, ".4f"))
+    head.add_row(
+        "elapsed",
+        fmt_duration(st.elapsed_s)
+        + (f" ({_left(ctx.budget.timeout, st.elapsed_s, '.0f')} s)" if ctx.budget.timeout else ""),
+    )
+    head.add_row(
+        "tokens",
+        f"{st.trained_tokens:,} trained; "
+        + _left(ctx.budget.max_trained_tokens, st.trained_tokens, ",d"),
+    )
+    head.add_row(
+        "cost",
+        f"{st.cost:.4f} at {ctx.price_per_million_tokens:g}/M tokens; "
+        + _left(ctx.budget.max_cost, st.cost, ".4f"),
+    )
     limit = ctx.budget.max_failed_trials
     head.add_row("failed", f"{st.failed}" + (f" of at most {limit}" if limit is not None else ""))
-    head.add_row("workers", ", ".join(
-        f"{w.id} ({w.hostname} pid {w.pid}, heartbeat {w.heartbeat_age_s:.0f}s ago)"
-        for w in st.workers) or "none active")
+    head.add_row(
+        "workers",
+        ", ".join(
+            f"{w.id} ({w.hostname} pid {w.pid}, heartbeat {w.heartbeat_age_s:.0f}s ago)"
+            for w in st.workers
+        )
+        or "none active",
+    )
     out: list[Any] = [head]
 
-    best = Table(title="best so far" if not ctx.multi_objective
-                 else f"Pareto front ({len(st.best)} trials)")
+    best = Table(
+        title="best so far" if not ctx.multi_objective else f"Pareto front ({len(st.best)} trials)"
+    )
     best.add_column("trial", justify="right")
     for name in objective_columns(ctx.metrics):
         best.add_column(name, justify="right")
@@ -125,9 +140,12 @@ def render_status(st: SweepStatus) -> list[Any]:
     best.add_column("job id")
     for r in st.best[:20]:
         vals = r.values or []
-        best.add_row(str(r.number), *[fmt_value(v) for v in vals],
-                     ", ".join(f"{k}={fmt_value(v)}" for k, v in r.params.items()),
-                     r.job_id or "-")
+        best.add_row(
+            str(r.number),
+            *[fmt_value(v) for v in vals],
+            ", ".join(f"{k}={fmt_value(v)}" for k, v in r.params.items()),
+            r.job_id or "-",
+        )
     out.append(best if st.best else "no COMPLETE trial yet")
 
     if st.in_flight:
@@ -135,10 +153,19 @@ def render_status(st: SweepStatus) -> list[Any]:
         for name in ("trial", "state", "job id", "job status", "progress", "elapsed"):
             jobs.add_column(name, justify="right" if name in ("trial", "elapsed") else "left")
         for r in st.in_flight:
-            progress = (f"{r.trained_steps or 0}/{r.total_steps} steps"
-                        if r.total_steps else f"{r.trained_steps or 0} steps")
+            progress = (
+                f"{r.trained_steps or 0}/{r.total_steps} steps"
+                if r.total_steps
+                else f"{r.trained_steps or 0} steps"
+            )
             elapsed = (st.now - r.launched_at).total_seconds() if r.launched_at else None
-            jobs.add_row(str(r.number), r.state, r.job_id or "-", r.job_status or "-",
-                         progress, fmt_duration(elapsed))
+            jobs.add_row(
+                str(r.number),
+                r.state,
+                r.job_id or "-",
+                r.job_status or "-",
+                progress,
+                fmt_duration(elapsed),
+            )
         out.append(jobs)
     return out
