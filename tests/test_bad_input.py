@@ -165,6 +165,15 @@ def test_installed_sweep_command_refuses_bad_input(name, tmp_path, service):
     assert service.stats() == before_requests
 
 
+def test_the_service_holds_no_file_and_no_job_after_the_corpus(service):
+    """Listing the corpus's service through the API client finds no upload and no job."""
+    from sweeper.api.client import ApiClient
+
+    with ApiClient(service.base_url, service.api_key) as client:
+        assert client.list_files(purpose="fine-tune") == []
+        assert list(client.iter_jobs()) == []
+
+
 def test_control_config_passes_the_same_checks(tmp_path, service, cli_env, monkeypatch, capsys):
     """The unbroken base of the corpus passes --dry-run, so each case fails for its own defect."""
     path = stage(CORPUS / "control" / "good.toml", tmp_path / "case", service.base_url)
