@@ -1,4 +1,4 @@
-"""The simplest correct hand-written sweep loop: the baseline sweeper's overhead is measured against.
+"""The simplest correct hand-written sweep loop: the baseline for sweeper's overhead.
 
 Optuna ask/tell on its own SQLite storage with the sampler sweeper builds for the same config
 (TPE, multivariate, same seed), raw httpx against the fine-tuning API: upload the two files once,
@@ -58,7 +58,8 @@ def hand_sweep(
         def upload(path: Path) -> str:
             count("POST /files")
             with path.open("rb") as fh:
-                r = http.post("files", files={"file": (path.name, fh)}, data={"purpose": "fine-tune"})
+                files = {"file": (path.name, fh)}
+                r = http.post("files", files=files, data={"purpose": "fine-tune"})
             return str(r.raise_for_status().json()["id"])
 
         train_id, valid_id = upload(train), upload(valid)
@@ -81,12 +82,7 @@ def hand_sweep(
                     value = None
                     if job["status"] == "succeeded":
                         count("GET /fine_tuning/jobs/{id}/checkpoints")
-                        r = http.get(f"fine_tuning/jobs/{job_id}/checkpoints", params={"limit": 100})
-                        losses = [
-                            c["metrics"].get("valid_loss") for c in r.raise_for_status().json()["data"]
-                        ]
-                        losses = [v for v in losses if v is not None]
-                        value = losses[-1] if losses else None
+                        value = _last_valid_loss(http, job_id)
                     if value is None:
                         study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     else:
@@ -112,3 +108,11 @@ def hand_sweep(
             if launched < n_trials or inflight:
                 time.sleep(poll_interval)
     return requests
+
+
+def _last_valid_loss(http: httpx.Client, job_id: str) -> float | None:
+    r = http.get(f"fine_tuning/jobs/{job_id}/checkpoints", params={"limit": 100})
+    data = r.raise_for_status().json()["data"]
+    losses = [c["metrics"].get("valid_loss") for c in data]
+    losses = [v for v in losses if v is not None]
+    return float(losses[-1]) if losses else None
