@@ -74,8 +74,8 @@ def check_inputs(cfg: Config, env: Mapping[str, str]) -> Checked:
         from sweeper.engine.study import make_pruner, make_sampler
 
         try:  # e.g. gp without torch, bad sampler_options
-            make_sampler(cfg, cfg.sweep.seed)
-        except ValueError as exc:  # optuna checks some options' values (qmc_type, ...)
+            _ask_once_in_memory(cfg, make_sampler(cfg, cfg.sweep.seed))
+        except (TypeError, ValueError) as exc:  # optuna checks some options' values late
             raise ConfigError(f"sweep.sampler_options: {exc}") from exc
         try:
             make_pruner(cfg)
@@ -86,6 +86,17 @@ def check_inputs(cfg: Config, env: Mapping[str, str]) -> Checked:
             raise ConfigError(exc.problems, source=source) from exc
         raise
     return Checked(api_key, secrets, training, validation, evaluator)
+
+
+def _ask_once_in_memory(cfg: Config, sampler: Any) -> None:
+    """Some sampler options are first used at the first ask (TPE's n_startup_trials = "3"
+    fails there): ask once in an in-memory study, before the database and the uploads."""
+    import optuna
+
+    from sweeper.engine.study import directions, distributions
+
+    study = optuna.create_study(sampler=sampler, directions=directions(cfg))
+    study.ask(distributions(cfg))
 
 
 def _dataset(cfg: Config, value: str, field: str) -> DatasetInfo | None:
