@@ -36,6 +36,7 @@ SUBPROCESS_CASES = [
     "data_json_line3",
     "missing_api_key_env",
     "storage_sqlite_memory",
+    "sampler_options_wrong_type",  # optuna's own logging must stay off the terminal
 ]
 
 

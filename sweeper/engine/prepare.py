@@ -93,8 +93,9 @@ def _ask_once_in_memory(cfg: Config, sampler: Any) -> None:
     fails there): ask once in an in-memory study, before the database and the uploads."""
     import optuna
 
-    from sweeper.engine.study import directions, distributions
+    from sweeper.engine.study import directions, distributions, quiet_optuna
 
+    quiet_optuna()  # no "A new study created in memory" line on the terminal
     study = optuna.create_study(sampler=sampler, directions=directions(cfg))
     study.ask(distributions(cfg))
 
