@@ -156,3 +156,55 @@ def quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
     return ordered[k]
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class Timeline:
+    """Exact moments, at the service, at which jobs are created and turn terminal.
+
+    The service stores ``finished_at`` in whole seconds, too coarse here, so this wraps the
+    service's own ``State.add_job`` and ``State.update_job`` (the single places a job is created
+    or changes status) and stamps ``time.monotonic()`` when the transaction has committed. Bench
+    instrumentation only: the service's behaviour is unchanged.
+    """
+
+    def __init__(self, state: Any) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self.created: list[tuple[float, str]] = []
+        self.terminal: list[tuple[float, str, str]] = []  # (t, job id, status)
+        add_job, update_job = state.add_job, state.update_job
+
+        def stamped_add_job(obj: dict[str, Any], event: dict[str, Any]) -> None:
+            add_job(obj, event)
+            with self._lock:
+                self.created.append((time.monotonic(), obj["id"]))
+
+        def stamped_update_job(job_id: str, change: Any, *args: Any, **kwargs: Any) -> Any:
+            new = update_job(job_id, change, *args, **kwargs)
+            if new is not None and new.get("status") in TERMINAL:
+                with self._lock:
+                    self.terminal.append((time.monotonic(), job_id, new["status"]))
+            return new
+
+        state.add_job = stamped_add_job
+        state.update_job = stamped_update_job
+
+
+class Events:
+    """An observer for ``run_sweep`` that keeps (monotonic time, kind, info) of every event."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[float, str, dict[str, Any]]] = []
+
+    def __call__(self, kind: str, **info: Any) -> None:
+        self.items.append((time.monotonic(), kind, info))
+
+    def times(self, kind: str) -> list[float]:
+        return [t for t, k, _ in self.items if k == kind]
+
+    def by_job(self, kind: str) -> dict[str, float]:
+        return {i["job_id"]: t for t, k, i in self.items if k == kind and i.get("job_id")}
