@@ -93,6 +93,7 @@ def write_sweep_config(
     name: str = "bench",
     search: dict[str, dict[str, object]] | None = None,
     sampler_options: dict[str, object] | None = None,
+    fixed: dict[str, object] | None = None,
 ) -> Path:
     """A sweep TOML in ``folder`` (with the tiny datasets copied beside it)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ def write_sweep_config(
             "validation_file": "valid.jsonl",
             "seed": 3,
         },
-        "job.hyperparameters": dict(FIXED_HPS),
+        "job.hyperparameters": dict(FIXED_HPS if fixed is None else fixed),
         **(search if search is not None else SEARCH),
     }
     if sampler_options:
