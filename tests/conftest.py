@@ -126,6 +126,8 @@ def make_config(tmp_path: Path):  # type: ignore[no-untyped-def]
             key = section.replace("__", ".")
             if values is None:
                 sections.pop(key, None)
+            elif "type" in values:  # a search space of another type replaces the old one
+                sections[key] = dict(values)
             else:
                 sections[key] = {**sections.get(key, {}), **values}
         path = tmp_path / name

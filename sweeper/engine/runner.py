@@ -17,10 +17,8 @@ Crash windows and how they heal (see store/models.py for the states):
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +45,7 @@ from sweeper.api.models import (
 )
 from sweeper.config import Config, IntParam
 from sweeper.engine import objective
-from sweeper.engine.study import JOB_ID_ATTR, LAUNCH_REF_ATTR, grid_space
+from sweeper.engine.study import JOB_ID_ATTR, LAUNCH_REF_ATTR, grid_points
 from sweeper.errors import ApiNotFound, ApiRejected, EvaluatorError
 from sweeper.store import queries as q
 from sweeper.store.db import transaction, write_transaction
@@ -137,7 +135,7 @@ class Runner:
         self.n_trials = opts.n_trials
         self._grid: list[dict[str, Any]] | None = None
         if cfg.sweep.sampler == "grid":
-            self._grid = self._grid_points()
+            self._grid = grid_points(cfg)
             self.n_trials = min(self.n_trials, len(self._grid))
         self._pruning = cfg.pruning.pruner != "none" and len(cfg.sweep.metrics) == 1
 
@@ -217,8 +215,11 @@ class Runner:
             if reason is not None:
                 self._set_stop(s, reason)
                 return "done", None
-            if q.count_in_flight(s, self.sweep.id) >= self.opts.max_concurrent:
+            in_flight = q.count_in_flight(s, self.sweep.id)
+            if in_flight >= self.opts.max_concurrent:
                 return "busy", None
+            if in_flight and self._token_cap() is not None and self._calibration(s) is None:
+                return "busy", None  # under a token budget, the first job calibrates alone
             planned = self._planned_params(s, used)
             if planned is None:
                 return "done", None
@@ -242,15 +243,6 @@ class Runner:
             if _key(point) not in taken:
                 return point
         return None
-
-    def _grid_points(self) -> list[dict[str, Any]]:
-        space = grid_space(self.cfg)
-        names = list(space)
-        points = [
-            dict(zip(names, combo, strict=True)) for combo in itertools.product(*space.values())
-        ]
-        random.Random(self.cfg.sweep.seed).shuffle(points)
-        return points
 
     def ask(self, attempt_id: int) -> Attempt | None:
         """Give a claimed attempt its Optuna trial, with no crash window between the two.
@@ -333,10 +325,18 @@ class Runner:
                 hps[name] = int(value) if isinstance(spec, IntParam) else value
         return dict(sorted(hps.items())), model
 
+    def _calibration(self, s: Session) -> float | None:
+        """Trained tokens per estimated token, from succeeded jobs (None before the first)."""
+        trained = estimated = 0
+        for tokens, hps in q.succeeded_sizes(s, self.sweep.id):
+            trained += tokens
+            estimated += self.files.tokens_per_epoch * int(hps.get("n_epochs") or 3)
+        return trained / estimated if trained and estimated else None
+
     def _estimate(self, s: Session, hps: dict[str, Any]) -> int:
         epochs = int(hps.get("n_epochs") or 3)  # the provider's default
         raw = self.files.tokens_per_epoch * epochs
-        factor = q.calibration(s, self.sweep.id)
+        factor = self._calibration(s)
         # uncalibrated estimates get a margin so the token cap holds
         return math.ceil(raw * (factor if factor is not None else 1.25))
 
@@ -507,6 +507,11 @@ class Runner:
             a.trained_tokens,
         )
         if changed and not job.is_terminal:
+            extra = {}
+            if job.trained_steps and job.total_steps and job.trained_tokens:
+                # the job's own pace is a better estimate than the dataset's size
+                projected = math.ceil(job.trained_tokens / job.trained_steps * job.total_steps)
+                extra["estimated_tokens"] = max(projected, job.trained_tokens)
             with transaction(self.Session) as s:
                 q.set_fields(
                     s,
@@ -515,6 +520,7 @@ class Runner:
                     trained_steps=job.trained_steps,
                     total_steps=job.total_steps,
                     trained_tokens=job.trained_tokens,
+                    **extra,
                 )
             self.observe(
                 "progress",
@@ -614,16 +620,27 @@ class Runner:
             )
 
     def _enforce_token_cap(self) -> None:
-        """A job that outgrows its estimate must not push the sweep past max_trained_tokens."""
+        """Jobs that outgrow their estimates must not push the sweep past the token budget.
+
+        Each job's final size is projected from its own progress (tokens per step times total
+        steps); when the projections no longer fit, the newest jobs are cancelled first.
+        """
         cap = self._token_cap()
         if cap is None:
             return
         with transaction(self.Session) as s:
             spent, pending = q.token_totals(s, self.sweep.id)
-        if spent + pending <= cap:
-            return
-        if spent >= cap:
-            self.cancel_in_flight(reason="budget")
+            if spent + pending <= cap:
+                return
+            mine = q.attempts_of(s, self.sweep.id, self.worker_id, (SUBMITTED,))
+        for a in sorted(mine, key=lambda a: a.launched_at or a.created_at, reverse=True):
+            if spent + pending <= cap or a.cancel_reason is not None or a.job_id is None:
+                continue
+            pending -= max((a.estimated_tokens or 0) - (a.trained_tokens or 0), 0)
+            with transaction(self.Session) as s:
+                q.set_fields(s, a.id, cancel_reason="budget")
+            self._cancel(a.job_id)
+            self.observe("budget_cancel", trial=a.trial_number, job_id=a.job_id)
 
     def _token_cap(self) -> int | None:
         b = self.cfg.budget

@@ -99,7 +99,9 @@ def open_runner(
             sweep = found
         with transaction(Session) as s:
             worker_id, ordinal = q.register_worker(s, sweep.id)
-        seed = None if cfg.sweep.seed is None else cfg.sweep.seed + 7919 * ordinal
+        # each worker and each resume samples a fresh stream: a restarted sampler must not
+        # replay the random start of an earlier run
+        seed = None if cfg.sweep.seed is None else (cfg.sweep.seed + 7919 * ordinal) % 2**32
         storage = optuna_storage(url)
         study = open_study(cfg, storage, seed)
         observer("started", sweep=cfg.sweep.name, storage=url, worker=worker_id,
@@ -175,31 +177,27 @@ def plan_sweep(cfg: Config, *, env: Mapping[str, str], n_trials: int | None = No
     from sweeper.engine.study import (
         directions,
         distributions,
-        grid_size,
+        grid_points,
         make_sampler,
         quiet_optuna,
     )
 
     quiet_optuna()
     count = n_trials or cfg.sweep.n_trials
-    if cfg.sweep.sampler == "grid":
-        size = grid_size(cfg)
-        if size < count:
-            count = size
-            cfg_note = f"the grid has {size} points: the sweep runs {size} trials"
-        else:
-            cfg_note = ""
-    else:
-        cfg_note = ""
+    plan = Plan(price_per_million_tokens=cfg.price_per_million_tokens)
     study = optuna.create_study(
         sampler=make_sampler(cfg, cfg.sweep.seed), directions=directions(cfg)
     )
-    for point in cfg.sweep.enqueue:
-        study.enqueue_trial(dict(point))
+    queue = [dict(p) for p in cfg.sweep.enqueue]
+    if cfg.sweep.sampler == "grid":
+        points = grid_points(cfg)
+        if len(points) < count:
+            count = len(points)
+            plan.notes.append(f"the grid has {len(points)} points: the sweep runs {count} trials")
+        queue += points
+    for point in queue[:count]:
+        study.enqueue_trial(point)
     dists = distributions(cfg)
-    plan = Plan(price_per_million_tokens=cfg.price_per_million_tokens)
-    if cfg_note:
-        plan.notes.append(cfg_note)
     tokens = checked.training.n_tokens if checked.training is not None else None
     plan.tokens_per_epoch = tokens
     plan.n_examples = checked.training.n_examples if checked.training is not None else None

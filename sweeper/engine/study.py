@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Any
 
 import optuna
@@ -45,11 +47,17 @@ def grid_space(cfg: Config) -> dict[str, list[Any]]:
     return space
 
 
-def grid_size(cfg: Config) -> int:
-    size = 1
-    for values in grid_space(cfg).values():
-        size *= len(values)
-    return size
+def grid_points(cfg: Config) -> list[dict[str, Any]]:
+    """Every point of the grid, in a seeded shuffled order.
+
+    sweeper hands grid points out itself, inside the claim lock, so each runs exactly once
+    across resumes and workers (Optuna's GridSampler can hand one point to two workers).
+    """
+    space = grid_space(cfg)
+    names = list(space)
+    points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*space.values())]
+    random.Random(cfg.sweep.seed).shuffle(points)
+    return points
 
 
 def make_sampler(cfg: Config, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -64,7 +72,8 @@ def make_sampler(cfg: Config, seed: int | None) -> optuna.samplers.BaseSampler:
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed, **opts)
         if name == "grid":
-            return optuna.samplers.GridSampler(grid_space(cfg), seed=seed, **opts)
+            # every param of a grid trial is fixed by grid_points(); nothing is left to sample
+            return optuna.samplers.RandomSampler(seed=seed)
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, **opts)
         if name == "qmc":
@@ -79,7 +88,7 @@ def make_sampler(cfg: Config, seed: int | None) -> optuna.samplers.BaseSampler:
                     "sweep.sampler: 'gp' needs PyTorch; install sweeper[gp] or pick another"
                 ) from None
             return optuna.samplers.GPSampler(seed=seed, **opts)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"sweep.sampler_options: {exc}") from exc
     raise ConfigError(f"sweep.sampler: unknown sampler {name!r}")
 

@@ -24,6 +24,8 @@ refuses an outdated one with a hint to run ``sweep db upgrade``.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,8 +160,18 @@ def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            # WAL is a property of the file: readers never block the writer nor the reverse
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # WAL is a property of the file: readers never block the writer nor the reverse.
+            # Switching needs a moment alone with the file, so only switch when needed, and
+            # wait out a writer that is creating the same file at this instant.
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                for attempt in range(50):
+                    try:
+                        cursor.execute("PRAGMA journal_mode=WAL")
+                        break
+                    except sqlite3.OperationalError:
+                        if attempt == 49:
+                            raise
+                        time.sleep(0.1)
             cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         finally:
             cursor.close()
@@ -417,7 +429,16 @@ def optuna_storage(url: str) -> RDBStorage:
     target = parsed.render_as_string(hide_password=False)
     try:
         if parsed.get_backend_name() != "postgresql":
-            return RDBStorage(target, engine_kwargs=engine_kwargs)
+            # two workers starting together on a blank file race in Optuna's CREATE TABLE;
+            # the loser finds the tables made and simply tries again
+            for attempt in range(40):
+                try:
+                    return RDBStorage(target, engine_kwargs=engine_kwargs)
+                except SQLAlchemyError as exc:
+                    if "already exists" not in str(exc) or attempt == 39:
+                        raise
+                    time.sleep(0.05)
+            raise AssertionError("unreachable")
         # Optuna creates its tables without a lock; workers starting together on a blank
         # PostgreSQL database would collide on CREATE TABLE, so they take turns.
         locker = _create_engine(parsed, poolclass=NullPool)

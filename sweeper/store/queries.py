@@ -188,20 +188,16 @@ def token_totals(session: Session, sweep_id: int) -> tuple[int, int]:
     return spent, pending
 
 
-def calibration(session: Session, sweep_id: int) -> float | None:
-    """Trained tokens per estimated token, from succeeded jobs (None until one finished)."""
-    row = session.execute(
-        select(func.sum(Attempt.trained_tokens), func.sum(Attempt.estimated_tokens)).where(
+def succeeded_sizes(session: Session, sweep_id: int) -> list[tuple[int, dict[str, Any]]]:
+    """(trained tokens, resolved hyperparameters) of every succeeded job: the calibration data."""
+    rows = session.execute(
+        select(Attempt.trained_tokens, Attempt.hyperparameters).where(
             Attempt.sweep_id == sweep_id,
             Attempt.job_status == "succeeded",
             Attempt.trained_tokens.is_not(None),
-            Attempt.estimated_tokens.is_not(None),
         )
-    ).one()
-    trained, estimated = row
-    if not trained or not estimated:
-        return None
-    return float(trained) / float(estimated)
+    )
+    return [(int(t or 0), dict(h or {})) for t, h in rows]
 
 
 # --- attempts ---------------------------------------------------------------------------------
