@@ -84,11 +84,16 @@ class Gate:
         self.rng = random.Random(faults.seed)
         self.bucket = _Bucket(faults.rate_limit) if faults.rate_limit else None
         self.counts: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()  # faults served, by kind (429, drop, 500)
         self._lock = threading.Lock()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
             return dict(self.counts)
+
+    def _count_fault(self, kind: str) -> None:
+        with self._lock:
+            self.injected[kind] += 1
 
     def _route(self, scope: Scope) -> str:
         for route in getattr(self.app, "routes", []):
@@ -113,12 +118,15 @@ class Gate:
                     "retry-after": str(max(1, math.ceil(wait))),
                     "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
                 }
+                self._count_fault("429")
                 await _json(send, 429, {"detail": "Rate limit exceeded"}, headers)
                 return
         if f.drop_rate > 0 and self.rng.random() < f.drop_rate:
+            self._count_fault("drop")
             _drop(send)
             return
         if f.error_rate > 0 and self.rng.random() < f.error_rate:
+            self._count_fault("500")
             await _json(send, 500, {"detail": "Internal Server Error"})
             return
         if not self._authorized(scope):
