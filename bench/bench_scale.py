@@ -124,6 +124,7 @@ def runner_memory(folder: Path, n_history: int, more: int) -> tuple[dict[str, An
 def sampler_seconds(folder: Path, n_history: int, repeat: int = 3, **options: object) -> float:
     """Median seconds of one ask + tell on an ``n_history``-trial study (sweeper's sampler)."""
     import statistics
+    import warnings
 
     from sweeper.config import load_config
     from sweeper.engine.study import distributions, open_study, quiet_optuna
@@ -135,7 +136,9 @@ def sampler_seconds(folder: Path, n_history: int, repeat: int = 3, **options: ob
     cfg = load_config(cfg_path)
     storage = optuna_storage(cfg.storage_url)
     try:
-        study = open_study(cfg, storage, cfg.sweep.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # QMCSampler is "experimental"
+            study = open_study(cfg, storage, cfg.sweep.seed)
         dists = distributions(cfg)
         times = []
         for _ in range(repeat):
