@@ -133,12 +133,20 @@ class SweepSection(_Strict):
         return [self.direction] if isinstance(self.direction, str) else list(self.direction)
 
 
+class LocalServiceSection(_Strict):
+    """How the embedded local service (base_url = "local") behaves; ignored otherwise."""
+
+    step_delay: float = Field(default=0.0, ge=0, le=60)  # seconds per training step
+    max_running: int = Field(default=4, ge=1, le=64)  # jobs training at once; more are queued
+
+
 class ApiSection(_Strict):
     base_url: str = LOCAL
     api_key_env: str = Field(default="NEBIUS_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     poll_interval: float = Field(default=30.0, gt=0, le=3600)
     request_timeout: float = Field(default=60.0, gt=0, le=3600)
     ai_project_id: str | None = None
+    local: LocalServiceSection = Field(default_factory=LocalServiceSection)
 
 
 class WandbConfig(_Strict):
@@ -408,6 +416,7 @@ _PARAM_MODELS: dict[str, type[BaseModel]] = {
 _SECTION_MODELS: dict[tuple[type[BaseModel], str], type[BaseModel]] = {
     (Config, "sweep"): SweepSection,
     (Config, "api"): ApiSection,
+    (ApiSection, "local"): LocalServiceSection,
     (Config, "job"): JobSection,
     (Config, "pruning"): PruningSection,
     (Config, "budget"): BudgetSection,

@@ -936,3 +936,18 @@ def test_fuzz_error_bodies_yield_sweeper_errors(body: bytes, status: int) -> Non
     assert error.status_code == status
     assert isinstance(str(error), str)
     assert all(isinstance(p, str) for p in getattr(error, "problems", []))
+
+
+def test_ai_project_id_goes_with_every_request() -> None:
+    """A configured Nebius project id is sent as the ai_project_id query parameter."""
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.params.get("ai_project_id"))
+        return httpx.Response(200, json={"object": "list", "data": [], "has_more": False})
+
+    with ApiClient(
+        "https://api.example.com/v1", "k", transport=httpx.MockTransport(handler), project="p-1"
+    ) as client:
+        client.list_jobs(limit=5)
+    assert seen == ["p-1"]

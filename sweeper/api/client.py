@@ -254,6 +254,7 @@ class ApiClient:
         retry_attempts: int = 6,
         retry_timeout: float = 120.0,
         user_agent: str | None = None,
+        project: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -293,6 +294,8 @@ class ApiClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,  # a redirect must not carry the key anywhere
+            # Nebius scopes files and jobs by an optional ai_project_id query parameter
+            params={"ai_project_id": project} if project else None,
         )
 
     def __repr__(self) -> str:

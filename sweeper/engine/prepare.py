@@ -194,7 +194,15 @@ def provider(
 
     state = local_state_dir(cfg, env)
     state.mkdir(parents=True, exist_ok=True)
-    service = start_embedded(state, api_key=api_key)
+    from sweeper.local.faults import FaultConfig
+
+    local = cfg.api.local
+    service = start_embedded(
+        state,
+        api_key=api_key,
+        faults=FaultConfig(step_delay=local.step_delay),
+        max_running=local.max_running,
+    )
     try:
         yield service.base_url, service.api_key, f"local:{state.resolve()}"
     finally:

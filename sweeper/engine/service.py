@@ -108,7 +108,9 @@ def open_runner(
                  resumed=ordinal > 0)  # fmt: skip
         with (
             provider(cfg, checked.api_key, env) as (base_url, key, cache_key),
-            ApiClient(base_url, key, timeout=cfg.api.request_timeout) as client,
+            ApiClient(
+                base_url, key, timeout=cfg.api.request_timeout, project=cfg.api.ai_project_id
+            ) as client,
         ):
             files = (
                 _files(cfg, client, Session, cache_key, checked)
