@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from sweeper.errors import SchemaOutdated, StoreError
@@ -16,16 +17,17 @@ from sweeper.store import db
 from sweeper.store.models import Base
 
 SWEEP_TABLES = {t.name for t in Base.metadata.sorted_tables}
+HEAD = ScriptDirectory.from_config(db.alembic_config()).get_current_head() or ""
 
 # A later revision that only exists in the test's copy of the migrations: it lets a database
 # built by the real migrations be honestly "behind", and one built by the copy be "ahead".
-REVISION_0002 = '''"""test-only: a column on sweep_sweeps."""
+REVISION_TEST = '''"""test-only: a column on sweep_sweeps."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9999"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -57,10 +59,10 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def newer_migrations(tmp_path: Path) -> Path:
-    """A copy of the migrations with one more revision (0002) on top."""
+    """A copy of the migrations with one more revision (9999) on top of the real head."""
     copy = tmp_path / "migrations"
     shutil.copytree(db.migrations_dir(), copy, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "versions" / "0002_note.py").write_text(REVISION_0002)
+    (copy / "versions" / "9999_note.py").write_text(REVISION_TEST.replace("{head}", HEAD))
     return copy
 
 
@@ -83,7 +85,7 @@ def test_blank_sqlite_is_created_at_head_with_wal_and_foreign_keys(engine: Engin
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql(f"SELECT version_num FROM {db.VERSION_TABLE}").all() == [
-            ("0001",)
+            (HEAD,)
         ]
 
 
@@ -121,7 +123,7 @@ def test_outdated_db_is_refused_until_upgraded(
     engine: Engine, sqlite_url: str, newer_migrations: Path
 ) -> None:
     """A DB behind head raises SchemaOutdated naming `sweep db upgrade`; upgrade() fixes it."""
-    db.ensure_schema(engine)  # built by the real migrations: 0001
+    db.ensure_schema(engine)  # built by the real migrations: HEAD
     assert db.schema_state(engine, migrations=newer_migrations) == "behind"
     with pytest.raises(SchemaOutdated, match="sweep db upgrade"):
         db.ensure_schema(engine, migrations=newer_migrations)
@@ -136,7 +138,7 @@ def test_outdated_db_is_refused_until_upgraded(
 
 def test_db_from_a_newer_sweeper_is_refused(engine: Engine, newer_migrations: Path) -> None:
     """A DB at a revision this code does not know is 'ahead' and refused with StoreError."""
-    db.ensure_schema(engine, migrations=newer_migrations)  # 0002
+    db.ensure_schema(engine, migrations=newer_migrations)  # 9999
     assert db.schema_state(engine) == "ahead"
     with pytest.raises(StoreError, match="newer sweeper") as info:
         db.ensure_schema(engine)
@@ -228,3 +230,29 @@ def test_migrations_are_found_in_the_checkout() -> None:
     found = db.migrations_dir()
     assert (found / "env.py").is_file()
     assert (found / "versions" / "0001_initial.py").is_file()
+
+
+def test_upgrade_from_0001_keeps_rows_and_fills_the_new_columns(engine: Engine) -> None:
+    """A database written at revision 0001 upgrades in place: its attempts stay, and 0002
+    computes their repeat key exactly as the running code does."""
+    from sweeper.store.queries import repeat_key
+
+    with engine.begin() as conn:
+        command.upgrade(db.alembic_config(connection=conn), "0001")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO sweep_sweeps (id, name, study_name, config, fingerprint, created_at,"
+            " updated_at) VALUES (1, 's', 's', '{}', '{}', '2026-01-01', '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO sweep_attempts (id, sweep_id, launch_ref, suffix, attempt_no, state,"
+            " model, hyperparameters, pruned, created_at) VALUES (1, 1, 'r', 'sw-s-t0-r', 1,"
+            " 'closed', 'm', '{\"lora_r\": 8, \"batch_size\": 4}', 0, '2026-01-01')"
+        )
+    assert db.schema_state(engine) == "behind"
+    db.upgrade(engine)
+    assert db.schema_state(engine) == "current"
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT repeat_key, base_tokens FROM sweep_attempts").one()
+    assert row == (repeat_key("m", {"batch_size": 4, "lora_r": 8}), None)
+    assert_no_drift(engine)

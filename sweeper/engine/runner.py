@@ -145,9 +145,11 @@ class Runner:
         """Run until every trial is closed or a stop condition holds; Ctrl-C returns early."""
         try:
             while not self.stopping.is_set():
+                started = self.clock()
                 if self.tick():
                     break
-                self.stopping.wait(self.cfg.api.poll_interval)
+                # poll_interval is the period of the ticks, not a pause after each one
+                self.stopping.wait(max(0.0, self.cfg.api.poll_interval - (self.clock() - started)))
         except KeyboardInterrupt:
             self.observe("interrupted", cancel=self.opts.cancel_on_exit)
             if self.opts.cancel_on_exit:
@@ -197,7 +199,7 @@ class Runner:
             if attempt_id is None:
                 return verdict == "done"
             self.hook("after_claim", attempt_id)
-            attempt = self.ask(attempt_id)
+            attempt = self.ask(attempt_id, fresh=True)
             if attempt is not None and attempt.state == CLAIMED:
                 self.launch(attempt)
         return False
@@ -218,7 +220,11 @@ class Runner:
             in_flight = q.count_in_flight(s, self.sweep.id)
             if in_flight >= self.opts.max_concurrent:
                 return "busy", None
-            if in_flight and self._token_cap() is not None and self._calibration(s) is None:
+            if (
+                in_flight
+                and self._token_cap() is not None
+                and q.calibration(s, self.sweep.id) is None
+            ):
                 return "busy", None  # under a token budget, the first job calibrates alone
             planned = self._planned_params(s, used)
             if planned is None:
@@ -244,30 +250,38 @@ class Runner:
                 return point
         return None
 
-    def ask(self, attempt_id: int) -> Attempt | None:
+    def ask(self, attempt_id: int, *, fresh: bool = False) -> Attempt | None:
         """Give a claimed attempt its Optuna trial, with no crash window between the two.
 
-        The trial is created already tagged with the attempt's launch ref (an enqueued WAITING
-        trial carrying the planned params), then popped by compare-and-set and sampled. A crash
-        anywhere leaves a tagged trial that the next ask finds again, never an orphan.
+        The trial is created already tagged with the attempt's launch ref (a WAITING trial
+        carrying the planned params, in one storage call), then moved to RUNNING by
+        compare-and-set and sampled. A crash anywhere leaves a tagged trial that the next ask
+        finds again, never an orphan. ``fresh`` (claimed this instant, no earlier ask possible)
+        skips that search.
         """
-        for _ in range(20):
+        for i in range(20):
             with transaction(self.Session) as s:
                 attempt = s.get(Attempt, attempt_id)
                 if attempt is None or attempt.state != CLAIMED or attempt.trial_number is not None:
                     break
                 ref, planned = attempt.launch_ref, dict(attempt.params or {})
-            tagged = self._tagged(ref)
+            tagged = None if fresh and i == 0 else self._tagged(ref)
             if tagged is None:
-                self.study.enqueue_trial(planned, user_attrs={LAUNCH_REF_ATTR: ref})
-                continue
+                template = optuna.trial.create_trial(
+                    state=TrialState.WAITING,
+                    system_attrs={"fixed_params": planned},
+                    user_attrs={LAUNCH_REF_ATTR: ref},
+                )
+                storage = self.study._storage
+                trial_id = storage.create_new_trial(self.study._study_id, template_trial=template)
+                tagged = storage.get_trial(trial_id)
             self._sample_and_assign(tagged)
         self.hook("after_ask", attempt_id)
         with transaction(self.Session) as s:
             attempt = s.get(Attempt, attempt_id)
             if attempt is None or attempt.state != CLAIMED or attempt.trial_number is None:
                 return attempt
-            repeat = q.find_repeat(s, self.sweep.id, attempt.model, attempt.hyperparameters or {})
+            repeat = q.find_repeat(s, self.sweep.id, attempt.repeat_key or "")
         if repeat is not None:
             self._reuse(attempt, repeat)
         return attempt
@@ -297,6 +311,7 @@ class Runner:
         hps, model = self._resolve(params)
         ref = frozen.user_attrs[LAUNCH_REF_ATTR]
         with transaction(self.Session) as s:
+            base, estimate = self._estimate(s, hps)
             q.set_trial(
                 s,
                 ref,
@@ -306,7 +321,9 @@ class Runner:
                 params=params,
                 hyperparameters=hps,
                 model=model,
-                estimated_tokens=self._estimate(s, hps),
+                repeat_key=q.repeat_key(model, hps),
+                base_tokens=base,
+                estimated_tokens=estimate,
             )
 
     def _distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -325,20 +342,13 @@ class Runner:
                 hps[name] = int(value) if isinstance(spec, IntParam) else value
         return dict(sorted(hps.items())), model
 
-    def _calibration(self, s: Session) -> float | None:
-        """Trained tokens per estimated token, from succeeded jobs (None before the first)."""
-        trained = estimated = 0
-        for tokens, hps in q.succeeded_sizes(s, self.sweep.id):
-            trained += tokens
-            estimated += self.files.tokens_per_epoch * int(hps.get("n_epochs") or 3)
-        return trained / estimated if trained and estimated else None
-
-    def _estimate(self, s: Session, hps: dict[str, Any]) -> int:
+    def _estimate(self, s: Session, hps: dict[str, Any]) -> tuple[int, int]:
+        """(dataset tokens x epochs, that calibrated by the jobs that finished)."""
         epochs = int(hps.get("n_epochs") or 3)  # the provider's default
-        raw = self.files.tokens_per_epoch * epochs
-        factor = self._calibration(s)
+        base = self.files.tokens_per_epoch * epochs
+        factor = q.calibration(s, self.sweep.id)
         # uncalibrated estimates get a margin so the token cap holds
-        return math.ceil(raw * (factor if factor is not None else 1.25))
+        return base, math.ceil(base * (factor if factor is not None else 1.25))
 
     def _reuse(self, attempt: Attempt, earlier: Attempt) -> None:
         """An exact repeat of finished hyperparameters: reuse the result, launch nothing."""
@@ -465,7 +475,8 @@ class Runner:
             work = [(a.id, a.state, a.suffix, a.trial_number) for a in pending]
         for attempt_id, state, suffix, trial_number in work:
             if state == CLAIMED:
-                attempt = self.ask(attempt_id) if trial_number is None else None
+                if trial_number is None:
+                    self.ask(attempt_id)
                 with transaction(self.Session) as s:
                     attempt = s.get(Attempt, attempt_id)
                 if attempt is not None and attempt.state == CLAIMED:
@@ -675,6 +686,8 @@ class Runner:
                         hyperparameters=a.hyperparameters,
                         model=a.model,
                         estimated_tokens=a.estimated_tokens,
+                        base_tokens=a.base_tokens,
+                        repeat_key=a.repeat_key,
                     )
             self.observe("retry", trial=a.trial_number, error=error)
             return
@@ -772,7 +785,7 @@ class Runner:
         if spec is not None:
             hi = getattr(spec, "high", None)
             hps["n_epochs"] = hi if hi is not None else max(getattr(spec, "choices", [3]))
-        return self._estimate(s, hps)
+        return self._estimate(s, hps)[1]
 
     def _repeated_failure(self, s: Session) -> str | None:
         """The same non-transient provider error on two trials: the fixed fields are at fault."""

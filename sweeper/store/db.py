@@ -39,7 +39,7 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -435,7 +435,8 @@ def optuna_storage(url: str) -> RDBStorage:
                 try:
                     return RDBStorage(target, engine_kwargs=engine_kwargs)
                 except SQLAlchemyError as exc:
-                    if "already exists" not in str(exc) or attempt == 39:
+                    racing = "already exists" in str(exc) or isinstance(exc, IntegrityError)
+                    if not racing or attempt == 39:
                         raise
                     time.sleep(0.05)
             raise AssertionError("unreachable")

@@ -25,6 +25,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -88,7 +89,10 @@ class Worker(Base):
 
 class Attempt(Base):
     __tablename__ = "sweep_attempts"
-    __table_args__ = (UniqueConstraint("sweep_id", "trial_number", "attempt_no"),)
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "trial_number", "attempt_no"),
+        Index("ix_sweep_attempts_sweep_id_repeat_key", "sweep_id", "repeat_key"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sweep_id: Mapped[int] = mapped_column(
@@ -108,6 +112,8 @@ class Attempt(Base):
     params: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)  # sampled
     hyperparameters: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
     model: Mapped[str | None] = mapped_column(String(255), default=None)
+    # sha256 of (model, hyperparameters): finds an exact repeat with one indexed lookup
+    repeat_key: Mapped[str | None] = mapped_column(String(64), default=None)
 
     # the provider's side
     job_id: Mapped[str | None] = mapped_column(String(128), unique=True, default=None)
@@ -116,6 +122,8 @@ class Attempt(Base):
     trained_steps: Mapped[int | None] = mapped_column(Integer, default=None)
     total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
     estimated_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # dataset tokens x epochs, before calibration: SUM(trained) / SUM(base) calibrates
+    base_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
     error_code: Mapped[str | None] = mapped_column(String(128), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     pruned: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -3,6 +3,8 @@ caller opened (``db.transaction`` / ``db.write_transaction``) and never calls th
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import uuid
@@ -188,16 +190,23 @@ def token_totals(session: Session, sweep_id: int) -> tuple[int, int]:
     return spent, pending
 
 
-def succeeded_sizes(session: Session, sweep_id: int) -> list[tuple[int, dict[str, Any]]]:
-    """(trained tokens, resolved hyperparameters) of every succeeded job: the calibration data."""
-    rows = session.execute(
-        select(Attempt.trained_tokens, Attempt.hyperparameters).where(
+def calibration(session: Session, sweep_id: int) -> float | None:
+    """Trained tokens per estimated token over succeeded jobs (None before the first)."""
+    trained, base = session.execute(
+        select(func.sum(Attempt.trained_tokens), func.sum(Attempt.base_tokens)).where(
             Attempt.sweep_id == sweep_id,
             Attempt.job_status == "succeeded",
             Attempt.trained_tokens.is_not(None),
+            Attempt.base_tokens.is_not(None),
         )
-    )
-    return [(int(t or 0), dict(h or {})) for t, h in rows]
+    ).one()
+    return float(trained) / float(base) if trained and base else None
+
+
+def repeat_key(model: str | None, hyperparameters: dict[str, Any]) -> str:
+    """Identity of a launch's resolved settings (migration 0002 keeps a frozen copy)."""
+    blob = json.dumps({"model": model, "hyperparameters": hyperparameters}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 # --- attempts ---------------------------------------------------------------------------------
@@ -215,6 +224,8 @@ def new_attempt(
     hyperparameters: dict[str, Any] | None = None,
     model: str | None = None,
     estimated_tokens: int | None = None,
+    base_tokens: int | None = None,
+    repeat_key: str | None = None,
 ) -> Attempt:
     ref = uuid.uuid4().hex
     attempt = Attempt(
@@ -230,6 +241,8 @@ def new_attempt(
         hyperparameters=hyperparameters,
         model=model,
         estimated_tokens=estimated_tokens,
+        base_tokens=base_tokens,
+        repeat_key=repeat_key,
         created_at=utcnow(),
     )
     attempt.suffix = make_suffix(sweep.name, trial_number, ref)
@@ -361,21 +374,20 @@ def checkpoints_of(session: Session, attempt_id: int) -> list[CheckpointRow]:
     )
 
 
-def find_repeat(
-    session: Session, sweep_id: int, model: str | None, hyperparameters: dict[str, Any]
-) -> Attempt | None:
-    """A closed COMPLETE attempt of this sweep with exactly these resolved hyperparameters."""
-    for a in session.scalars(
-        select(Attempt).where(
+def find_repeat(session: Session, sweep_id: int, key: str) -> Attempt | None:
+    """A closed COMPLETE attempt of this sweep with exactly these resolved settings."""
+    return session.scalars(
+        select(Attempt)
+        .where(
             Attempt.sweep_id == sweep_id,
+            Attempt.repeat_key == key,
             Attempt.state == CLOSED,
             Attempt.trial_state == "COMPLETE",
-            Attempt.model == model,
+            Attempt.values.is_not(None),
         )
-    ):
-        if a.hyperparameters == hyperparameters and a.values is not None:
-            return a
-    return None
+        .order_by(Attempt.id)
+        .limit(1)
+    ).first()
 
 
 # --- files ------------------------------------------------------------------------------------
