@@ -17,7 +17,8 @@ import optuna
 from sqlalchemy import create_engine, insert, select
 from sqlalchemy.orm import Session
 
-from sweeper.store.models import Attempt, Base, CheckpointRow, EventRow, Sweep, Worker
+from sweeper.store.db import ensure_schema
+from sweeper.store.models import Attempt, CheckpointRow, EventRow, Sweep, Worker
 
 DISTRIBUTIONS: dict[str, optuna.distributions.BaseDistribution] = {
     "learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
@@ -116,7 +117,7 @@ def build_sweep(
     try:
         if len(trials) > BULK_ABOVE:
             _bulk_optuna_trials(engine, name, trials)
-        Base.metadata.create_all(engine)
+        ensure_schema(engine)  # the real migrations, as `sweep run` builds it
         with Session(engine) as session, session.begin():
             sweep = Sweep(name=name, study_name=name, config={"sweep": {"name": name}},
                           fingerprint={}, created_at=NOW - timedelta(hours=3),

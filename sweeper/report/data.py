@@ -91,6 +91,9 @@ def read_session(storage_url: str) -> Iterator[Session]:
                 raise SweepNotFound(
                     f"no sweeper tables in {safe_url(storage_url)}; run `sweep run CONFIG` first"
                 )
+            from sweeper.store.db import check_state, schema_state
+
+            check_state(engine, schema_state(engine))  # outdated: the `sweep db upgrade` hint
             with Session(engine, autoflush=False) as session:
                 yield session
         except SQLAlchemyError as exc:

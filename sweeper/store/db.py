@@ -327,7 +327,7 @@ def ensure_schema(engine: Engine, *, create: bool = True, migrations: Path | Non
     if state == "blank" and create:
         _migrate(engine, migrations, blank_only=True)
         return
-    _check_state(engine, state)
+    check_state(engine, state)
 
 
 def upgrade(engine_or_url: Engine | str, *, migrations: Path | None = None) -> None:
@@ -342,7 +342,7 @@ def upgrade(engine_or_url: Engine | str, *, migrations: Path | None = None) -> N
         engine.dispose()
 
 
-def _check_state(engine: Engine, state: SchemaState) -> None:
+def check_state(engine: Engine, state: SchemaState) -> None:
     where = engine.url.render_as_string(hide_password=True)
     if state == "current":
         return
@@ -392,7 +392,7 @@ def _migrate_locked(
             if state == "current":
                 return
             if state == "ahead" or (blank_only and state == "behind"):
-                _check_state(runner, state)
+                check_state(runner, state)
             # migrations run inside this transaction: DDL is transactional on both backends
             command.upgrade(alembic_config(migrations, conn), "head")
 
