@@ -95,7 +95,11 @@ cfg = load_config(sys.argv[1])
 t0 = time.perf_counter()
 result = run_sweep(cfg, env={"KEY_ENV": sys.argv[2]}, n_trials=int(sys.argv[3]))
 wall = time.perf_counter() - t0
-print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child forked from this
+# large bench process would report the parent's peak instead of its own
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"maxrss_kb": peak_kb,
                   "wall": wall, "counts": result.counts}))
 """.replace("KEY_ENV", KEY_ENV)
 
