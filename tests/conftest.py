@@ -244,3 +244,44 @@ def check_invariants() -> Any:
 def sweep_cmd() -> list[str]:
     """argv prefix that runs this checkout's `sweep` in this interpreter."""
     return sweep_argv()
+
+
+def _attempt_rows(path: Path) -> list[Any]:
+    from sqlalchemy import select
+
+    from sweeper.config import load_config
+    from sweeper.store.db import make_engine, make_sessionmaker
+    from sweeper.store.models import Attempt
+
+    engine = make_engine(load_config(path).storage_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            return list(s.scalars(select(Attempt).order_by(Attempt.id)))
+    finally:
+        engine.dispose()
+
+
+def _study_trials(path: Path) -> list[Any]:
+    import optuna
+
+    from sweeper.config import load_config
+    from sweeper.store.db import optuna_storage
+
+    cfg = load_config(path)
+    storage = optuna_storage(cfg.storage_url)
+    try:
+        return optuna.load_study(study_name=cfg.sweep.name, storage=storage).get_trials()
+    finally:
+        storage.engine.dispose()
+
+
+@pytest.fixture
+def rows_of() -> Any:
+    """rows_of(config_path) -> the sweep's attempt rows, oldest first."""
+    return _attempt_rows
+
+
+@pytest.fixture
+def study_trials() -> Any:
+    """study_trials(config_path) -> the Optuna study's trials."""
+    return _study_trials

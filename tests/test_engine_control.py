@@ -7,7 +7,6 @@ from typing import Any
 
 import optuna
 from click.testing import CliRunner
-from sqlalchemy import select
 
 from sweeper.api.client import ApiClient
 from sweeper.api.models import CreateJobRequest
@@ -18,17 +17,7 @@ from sweeper.engine.runner import CANCELLED_BY_USER
 from sweeper.engine.service import run_sweep
 from sweeper.local.embedded import start_embedded
 from sweeper.local.faults import FaultConfig
-from sweeper.store.db import make_engine, make_sessionmaker, optuna_storage
-from sweeper.store.models import Attempt
-
-
-def rows_of(path: Any) -> list[Attempt]:
-    engine = make_engine(load_config(path).storage_url)
-    try:
-        with make_sessionmaker(engine)() as s:
-            return list(s.scalars(select(Attempt).order_by(Attempt.id)))
-    finally:
-        engine.dispose()
+from sweeper.store.db import optuna_storage
 
 
 def run_in_background(path: Any, env: dict[str, str], launched: int) -> tuple[Any, Any, dict]:
@@ -54,7 +43,7 @@ def slow_service(tmp_path: Any) -> Any:
     return start_embedded(tmp_path / "slow", api_key="k", faults=FaultConfig(step_delay=0.5))
 
 
-def test_cancel_stops_jobs_closes_trials_and_stops_launching(tmp_path, make_config):
+def test_cancel_stops_jobs_closes_trials_and_stops_launching(tmp_path, make_config, rows_of):
     """`sweep cancel` cancels every job in flight, fails their trials with the reason, and a
     running `sweep run` launches nothing more and ends with that stop reason."""
     with slow_service(tmp_path) as svc:
@@ -74,7 +63,7 @@ def test_cancel_stops_jobs_closes_trials_and_stops_launching(tmp_path, make_conf
     assert all(r.cancel_reason == "cancelled by user" for r in rows)
 
 
-def test_cancel_one_trial_leaves_the_others_running(tmp_path, make_config):
+def test_cancel_one_trial_leaves_the_others_running(tmp_path, make_config, rows_of):
     """`sweep cancel --trial N` cancels only that trial's job; the sweep goes on to the end."""
     with slow_service(tmp_path) as svc:
         path = make_config(
@@ -98,7 +87,7 @@ def test_cancel_one_trial_leaves_the_others_running(tmp_path, make_config):
     assert "cancelled" in trials[0].user_attrs["fail_reason"]
 
 
-def test_gc_lists_and_cancels_only_orphans(local_service, service_env, make_config):
+def test_gc_lists_and_cancels_only_orphans(local_service, service_env, make_config, rows_of):
     """Jobs with this sweep's suffix that no attempt owns are listed, and cancelled with --yes;
     the sweep's own jobs and other sweeps' jobs are left alone."""
     path = make_config(local_service, sweep={"n_trials": 2})

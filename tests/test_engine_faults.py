@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import select
 
 from sweeper.config import load_config
 from sweeper.engine.service import run_sweep
 from sweeper.local.embedded import start_embedded
 from sweeper.local.faults import FaultConfig
-from sweeper.store.db import make_engine, make_sessionmaker
 from sweeper.store.models import Attempt
 
 
-def rows_of(path: Any) -> list[Attempt]:
-    engine = make_engine(load_config(path).storage_url)
-    try:
-        with make_sessionmaker(engine)() as s:
-            return list(s.scalars(select(Attempt).order_by(Attempt.id)))
-    finally:
-        engine.dispose()
-
-
-def test_sweep_completes_through_every_fault_at_once(tmp_path, make_config, check_invariants):
+def test_sweep_completes_through_every_fault_at_once(
+    tmp_path, make_config, check_invariants, rows_of
+):
     """With 10% 500s, 5% drops, an 8 rps limit, latency and 50% job failures, the sweep ends
     with n trials, one job per attempt, and only job failures (never API faults) on trials.
 
@@ -67,7 +56,9 @@ def test_sweep_completes_through_every_fault_at_once(tmp_path, make_config, chec
         assert a.trial_state == "COMPLETE" or a.attempt_no == 3
 
 
-def test_two_workers_on_one_sqlite_sweep_keep_the_caps(local_service, service_env, make_config):
+def test_two_workers_on_one_sqlite_sweep_keep_the_caps(
+    local_service, service_env, make_config, rows_of
+):
     """A second `sweep run` on the same SQLite sweep cooperates: n_trials and max_concurrent
     hold across both, and neither sees 'database is locked'."""
     path = make_config(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -14,32 +13,13 @@ from sweeper.api.client import ApiClient
 from sweeper.config import load_config
 from sweeper.engine.service import plan_sweep, run_sweep
 from sweeper.errors import ConfigChanged
-from sweeper.store.db import make_engine, make_sessionmaker, optuna_storage
+from sweeper.store.db import make_engine, make_sessionmaker
 from sweeper.store.models import CLOSED, IN_FLIGHT_STATES, Attempt
 
 
 def jobs_at(service: Any) -> list[Any]:
     with ApiClient(service.base_url, service.api_key) as client:
         return list(client.iter_jobs())
-
-
-def attempts(cfg_path: Path) -> list[Attempt]:
-    cfg = load_config(cfg_path)
-    engine = make_engine(cfg.storage_url)
-    try:
-        with make_sessionmaker(engine)() as s:
-            return list(s.scalars(select(Attempt).order_by(Attempt.id)))
-    finally:
-        engine.dispose()
-
-
-def trials(cfg_path: Path) -> list[optuna.trial.FrozenTrial]:
-    cfg = load_config(cfg_path)
-    storage = optuna_storage(cfg.storage_url)
-    try:
-        return optuna.load_study(study_name=cfg.sweep.name, storage=storage).get_trials()
-    finally:
-        storage.engine.dispose()
 
 
 class Recorder:
@@ -53,15 +33,17 @@ class Recorder:
         return Counter(k for k, _ in self.events)
 
 
-def test_sweep_runs_exactly_n_trials_one_job_each(local_service, service_env, make_config):
+def test_sweep_runs_exactly_n_trials_one_job_each(
+    local_service, service_env, make_config, rows_of, study_trials
+):
     """n_trials trials end closed in Optuna and in sweeper's tables, each with exactly one job."""
     path = make_config(local_service, sweep={"n_trials": 5, "max_concurrent": 2})
     result = run_sweep(load_config(path), env=service_env)
     assert result.stop_reason is None
-    done = trials(path)
+    done = study_trials(path)
     assert len(done) == 5
     assert all(t.state.is_finished() for t in done)
-    rows = attempts(path)
+    rows = rows_of(path)
     assert len(rows) == 5 and all(a.state == CLOSED for a in rows)
     jobs = jobs_at(local_service)
     assert sorted(j.id for j in jobs) == sorted(a.job_id for a in rows)
@@ -91,7 +73,9 @@ def test_max_concurrent_holds_at_every_launch(local_service, service_env, make_c
     assert max(seen) == 2  # the cap is used, not just respected
 
 
-def test_running_a_complete_sweep_again_launches_nothing(local_service, service_env, make_config):
+def test_running_a_complete_sweep_again_launches_nothing(
+    local_service, service_env, make_config, study_trials
+):
     """The same command on a finished sweep says it is complete and creates no job."""
     path = make_config(local_service, sweep={"n_trials": 3})
     run_sweep(load_config(path), env=service_env)
@@ -100,15 +84,15 @@ def test_running_a_complete_sweep_again_launches_nothing(local_service, service_
     assert again.stop_reason is None
     assert sum(again.counts.values()) == 3
     assert len(jobs_at(local_service)) == before == 3
-    assert len(trials(path)) == 3
+    assert len(study_trials(path)) == 3
 
 
-def test_n_trials_is_global_across_resumes(local_service, service_env, make_config):
+def test_n_trials_is_global_across_resumes(local_service, service_env, make_config, study_trials):
     """A second run with a larger --n-trials adds only the difference."""
     path = make_config(local_service, sweep={"n_trials": 2})
     run_sweep(load_config(path), env=service_env)
     run_sweep(load_config(path), env=service_env, n_trials=4)
-    assert len(trials(path)) == 4
+    assert len(study_trials(path)) == 4
     assert len(jobs_at(local_service)) == 4
 
 
@@ -152,7 +136,9 @@ def test_datasets_upload_once_per_provider(local_service, service_env, make_conf
     assert sorted(f.filename for f in files) == ["train.jsonl", "valid.jsonl"]  # once each
 
 
-def test_transient_job_failures_are_retried_as_new_attempts(tmp_path, make_config):
+def test_transient_job_failures_are_retried_as_new_attempts(
+    tmp_path, make_config, rows_of, study_trials
+):
     """A provider-side job failure gets one more attempt of the same trial; its error is kept."""
     from sweeper.local.embedded import start_embedded
     from sweeper.local.faults import FaultConfig
@@ -162,16 +148,18 @@ def test_transient_job_failures_are_retried_as_new_attempts(tmp_path, make_confi
         path = make_config(svc, sweep={"n_trials": 2, "max_retries": 1})
         result = run_sweep(load_config(path), env={"SWEEPER_TEST_KEY": "k"})
         assert len(jobs_at(svc)) == 4
-    rows = attempts(path)
+    rows = rows_of(path)
     assert sorted((a.trial_number, a.attempt_no) for a in rows) == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert all(a.error_code == "internal_error" for a in rows)
     finals = [a for a in rows if a.attempt_no == 2]
     assert all(a.trial_state == "FAIL" for a in finals)
     assert result.counts == {"FAIL": 2}
-    assert all(t.state == optuna.trial.TrialState.FAIL for t in trials(path))
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in study_trials(path))
 
 
-def test_divergence_fails_the_trial_without_retry(local_service, service_env, make_config):
+def test_divergence_fails_the_trial_without_retry(
+    local_service, service_env, make_config, rows_of, study_trials
+):
     """A deterministic failure (diverged training) is not retried; code and message are kept."""
     path = make_config(
         local_service,
@@ -179,12 +167,12 @@ def test_divergence_fails_the_trial_without_retry(local_service, service_env, ma
         search__learning_rate={"low": 0.5, "high": 0.9, "log": False},
     )
     run_sweep(load_config(path), env=service_env)
-    rows = attempts(path)
+    rows = rows_of(path)
     assert len(rows) == 1
     assert rows[0].error_code == "training_diverged"
     assert rows[0].trial_state == "FAIL"
     assert "diverged" in (rows[0].error_message or "")
-    assert "diverged" in trials(path)[0].user_attrs["fail_reason"]
+    assert "diverged" in study_trials(path)[0].user_attrs["fail_reason"]
 
 
 def test_a_refused_create_repeated_stops_the_sweep(local_service, service_env, make_config):

@@ -16,17 +16,8 @@ from sweeper.engine.objective import compute_values
 from sweeper.engine.service import plan_sweep, run_sweep
 from sweeper.local.embedded import start_embedded
 from sweeper.local.faults import FaultConfig
-from sweeper.store.db import make_engine, make_sessionmaker, optuna_storage
-from sweeper.store.models import Attempt, CheckpointRow
-
-
-def rows_of(path: Any) -> list[Attempt]:
-    engine = make_engine(load_config(path).storage_url)
-    try:
-        with make_sessionmaker(engine)() as s:
-            return list(s.scalars(select(Attempt).order_by(Attempt.id)))
-    finally:
-        engine.dispose()
+from sweeper.store.db import make_engine, make_sessionmaker
+from sweeper.store.models import CheckpointRow
 
 
 def checkpoints_of(path: Any, attempt_id: int) -> list[CheckpointRow]:
@@ -40,16 +31,9 @@ def checkpoints_of(path: Any, attempt_id: int) -> list[CheckpointRow]:
         engine.dispose()
 
 
-def study_trials(path: Any) -> list[optuna.trial.FrozenTrial]:
-    cfg = load_config(path)
-    storage = optuna_storage(cfg.storage_url)
-    try:
-        return optuna.load_study(study_name=cfg.sweep.name, storage=storage).get_trials()
-    finally:
-        storage.engine.dispose()
-
-
-def test_pruned_trials_are_cancelled_before_their_last_epoch(tmp_path, make_config):
+def test_pruned_trials_are_cancelled_before_their_last_epoch(
+    tmp_path, make_config, rows_of, study_trials
+):
     """A pruned trial's job is cancelled through the API before its last epoch: fewer tokens
     than a full run, partial per-epoch metrics kept, the trial PRUNED in Optuna."""
     faults = FaultConfig(step_delay=0.08)
@@ -84,7 +68,7 @@ def test_pruned_trials_are_cancelled_before_their_last_epoch(tmp_path, make_conf
         assert trial.intermediate_values  # the partial metrics reached Optuna too
 
 
-def test_token_budget_is_never_exceeded(local_service, service_env, make_config):
+def test_token_budget_is_never_exceeded(local_service, service_env, make_config, rows_of):
     """With max_trained_tokens worth about 2.5 trials, the sweep stops launching in time,
     ends normally, names the budget, and the tokens trained stay under the cap."""
     probe = make_config(local_service, name="probe.toml", sweep={"n_trials": 1, "name": "probe"})
@@ -105,7 +89,7 @@ def test_token_budget_is_never_exceeded(local_service, service_env, make_config)
     assert result.stop_reason is not None and "budget.max_trained_tokens" in result.stop_reason
 
 
-def test_cost_budget_uses_the_price(local_service, service_env, make_config):
+def test_cost_budget_uses_the_price(local_service, service_env, make_config, rows_of):
     """max_cost with a price per million tokens caps spending the same way."""
     path = make_config(
         local_service,
@@ -117,7 +101,7 @@ def test_cost_budget_uses_the_price(local_service, service_env, make_config):
     assert rows_of(path) == []
 
 
-def test_max_failed_trials_stops_launching(local_service, service_env, make_config):
+def test_max_failed_trials_stops_launching(local_service, service_env, make_config, rows_of):
     """After max_failed_trials failures the run stops launching and says why (exit 0)."""
     path = make_config(
         local_service,
@@ -130,7 +114,7 @@ def test_max_failed_trials_stops_launching(local_service, service_env, make_conf
     assert len(rows_of(path)) == 2
 
 
-def test_timeout_stops_launching(tmp_path, make_config):
+def test_timeout_stops_launching(tmp_path, make_config, rows_of):
     """budget.timeout stops new launches once the wall time is used; jobs in flight finish."""
     with start_embedded(tmp_path / "s", api_key="k", faults=FaultConfig(step_delay=0.3)) as svc:
         path = make_config(
@@ -143,7 +127,9 @@ def test_timeout_stops_launching(tmp_path, make_config):
     assert all(a.state == "closed" for a in rows)
 
 
-def test_multi_objective_tells_both_values(local_service, service_env, make_config):
+def test_multi_objective_tells_both_values(
+    local_service, service_env, make_config, rows_of, study_trials
+):
     """metric = [valid_loss, cost] with nsga2: each COMPLETE trial has two values."""
     path = make_config(
         local_service,
@@ -178,7 +164,7 @@ def test_metric_reduce_last_or_min(tmp_path, make_config):
 
 
 def test_user_evaluator_values_and_failures(
-    tmp_path, monkeypatch, local_service, service_env, make_config
+    tmp_path, monkeypatch, local_service, service_env, make_config, rows_of, study_trials
 ):
     """An [objective] evaluator gets the trial's record and returns its value; when it raises,
     that trial fails with the message kept and the sweep goes on."""
@@ -209,7 +195,7 @@ def test_user_evaluator_values_and_failures(
     assert all("judge unavailable" in t.user_attrs["fail_reason"] for t in failed)
 
 
-def test_enqueued_points_run_first(local_service, service_env, make_config):
+def test_enqueued_points_run_first(local_service, service_env, make_config, rows_of):
     """[[sweep.enqueue]] points are the first trials, with exactly those values."""
     path = make_config(local_service, sweep={"n_trials": 3})
     text = path.read_text().replace(
@@ -224,7 +210,7 @@ def test_enqueued_points_run_first(local_service, service_env, make_config):
     assert by_trial[1]["learning_rate"] == 0.0002 and by_trial[1]["lora_r"] in (8, 16)
 
 
-def test_exact_repeats_reuse_the_earlier_result(local_service, service_env, make_config):
+def test_exact_repeats_reuse_the_earlier_result(local_service, service_env, make_config, rows_of):
     """Resolved hyperparameters already run are not launched again; the result is reused."""
     path = make_config(
         local_service,
@@ -245,7 +231,9 @@ def test_exact_repeats_reuse_the_earlier_result(local_service, service_env, make
         assert len(list(client.iter_jobs())) == len(launched)
 
 
-def test_grid_runs_each_point_once_across_two_workers(local_service, service_env, make_config):
+def test_grid_runs_each_point_once_across_two_workers(
+    local_service, service_env, make_config, rows_of
+):
     """Two workers on one SQLite sweep split a 2x2 grid: four trials, four distinct points."""
     path = make_config(
         local_service,

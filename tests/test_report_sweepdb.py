@@ -104,6 +104,8 @@ def build_sweep(
     workers: int = 1,
 ) -> str:
     """Write the study and the sweep rows into ``db_path``; return its SQLAlchemy URL."""
+    global NOW
+    NOW = datetime.now(UTC).replace(tzinfo=None)  # "live" heartbeats are live when read
     url = f"sqlite:///{db_path}"
     storage = optuna.storages.RDBStorage(url)
     try:

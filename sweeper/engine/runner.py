@@ -138,6 +138,7 @@ class Runner:
             self._grid = grid_points(cfg)
             self.n_trials = min(self.n_trials, len(self._grid))
         self._pruning = cfg.pruning.pruner != "none" and len(cfg.sweep.metrics) == 1
+        q.LIVE_IN_PROCESS.add(worker_id)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class Runner:
 
     def retire(self) -> None:
         """This worker is leaving: its attempts may be adopted at once by the next one."""
+        q.LIVE_IN_PROCESS.discard(self.worker_id)
         self._heartbeat(stopped=True)
 
     def mark_finished(self) -> None:
@@ -305,8 +307,11 @@ class Runner:
         # as Study.ask does: sample what the trial lacks (fixed params come from the enqueue)
         self.study._thread_local.cached_all_trials = None
         trial = optuna.trial.Trial(self.study, frozen._trial_id)
-        for name, dist in self._distributions().items():
-            trial._suggest(name, dist)
+        try:
+            for name, dist in self._distributions().items():
+                trial._suggest(name, dist)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # another worker sampled, launched and finished it meanwhile
         params = dict(trial.params)
         hps, model = self._resolve(params)
         ref = frozen.user_attrs[LAUNCH_REF_ATTR]

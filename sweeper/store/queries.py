@@ -96,14 +96,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# Workers running in this process (several can, in threads); one of our pid that is not
+# here any more is a run that ended or crashed in this process.
+LIVE_IN_PROCESS: set[str] = set()
+
+
 def stale_worker_ids(session: Session, sweep_id: int, me: str, lease: timedelta) -> list[str]:
     """Workers of this sweep that are gone: stopped, dead on this host, or silent past the lease."""
     host, pid, now = socket.gethostname(), os.getpid(), utcnow()
     stale = []
     for w in session.scalars(select(Worker).where(Worker.sweep_id == sweep_id, Worker.id != me)):
         gone = w.stopped_at is not None or now - w.heartbeat_at > lease
-        # same host: a dead pid is gone at once; our own pid under another id is a past run
-        dead_here = w.hostname == host and (w.pid == pid or not _pid_alive(w.pid))
+        # same host: a dead pid is gone at once, and so is a past run of this very process
+        ours = w.pid == pid and w.id not in LIVE_IN_PROCESS
+        dead_here = w.hostname == host and (ours or (w.pid != pid and not _pid_alive(w.pid)))
         if gone or dead_here:
             stale.append(w.id)
     return stale
