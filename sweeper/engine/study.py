@@ -75,6 +75,9 @@ def make_sampler(cfg: Config, seed: int | None) -> optuna.samplers.BaseSampler:
             # every param of a grid trial is fixed by grid_points(); nothing is left to sample
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "cmaes":
+            # categorical params fall back to random sampling by design; one warning per trial
+            # would drown the run's output
+            opts.setdefault("warn_independent_sampling", False)
             return optuna.samplers.CmaEsSampler(seed=seed, **opts)
         if name == "qmc":
             return optuna.samplers.QMCSampler(seed=seed, **opts)
