@@ -271,7 +271,7 @@ class Runner:
             if tagged is None:
                 template = optuna.trial.create_trial(
                     state=TrialState.WAITING,
-                    system_attrs={"fixed_params": planned},
+                    system_attrs={"fixed_params": planned} if planned else None,
                     user_attrs={LAUNCH_REF_ATTR: ref},
                 )
                 storage = self.study._storage
