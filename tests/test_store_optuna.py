@@ -145,3 +145,48 @@ def test_optuna_and_sweeper_write_concurrently(
         numbers = session.scalars(select(Attempt.trial_number)).all()
         assert sorted(n for n in numbers if n is not None) == list(range(THREADS * ROUNDS))
         assert session.scalar(select(func.count()).select_from(Attempt)) == THREADS * ROUNDS
+
+
+def test_chunked_trial_reads_equal_optunas_own(sqlite_url: str) -> None:
+    """optuna_storage() reads a study's trials in slices, with exactly the trials Optuna's own
+    RDBStorage returns: every filter (states, ids above a mark, earlier ids), same order."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.storages import RDBStorage
+    from optuna.trial import TrialState, create_trial
+
+    ours = db.optuna_storage(sqlite_url)
+    plain = RDBStorage(sqlite_url)
+    try:
+        study = optuna.create_study(storage=ours, study_name="s")
+        states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+        study.add_trials(
+            create_trial(
+                state=states[i % 3],
+                value=float(i) if i % 3 == 0 else None,
+                params={"lr": i / 3000, "r": [8, 16][i % 2]},
+                distributions={
+                    "lr": FloatDistribution(0, 1),
+                    "r": CategoricalDistribution([8, 16]),
+                },
+                user_attrs={"job_id": f"ftjob-{i}"},
+                intermediate_values={1: i * 0.5} if i % 3 == 1 else {},
+            )
+            for i in range(1300)
+        )
+        sid = study._study_id
+        for args in [
+            (None, set(), -1),
+            ((TrialState.COMPLETE,), set(), -1),
+            (None, set(), 1100),
+            (None, {5, 17, 1250}, 1000),
+            ((TrialState.PRUNED, TrialState.FAIL), {3, 4, 9}, 1200),
+        ]:
+            got = ours._get_trials(sid, *args)  # type: ignore[attr-defined]
+            want = plain._get_trials(sid, *args)
+            assert got == want and len(got) > 0
+        assert len(ours._get_trials(sid, None, set(), -1)) == 1300  # type: ignore[attr-defined]
+        assert db.TRIALS_PER_READ < 1300  # the reads really were sliced
+    finally:
+        ours.engine.dispose()
+        plain.engine.dispose()
