@@ -433,6 +433,15 @@ def _semantic_problems(cfg: Config) -> list[str]:
     problems += _check_objective(cfg)
     problems += _check_hyperparameters(cfg)
     problems += _check_search(cfg)
+    if (
+        "valid_loss" in cfg.sweep.metrics
+        and not cfg.job.validation_file
+        and cfg.objective.evaluator is None
+    ):
+        problems.append(
+            "sweep.metric: valid_loss needs a job.validation_file "
+            "(or use train_loss, or an [objective] evaluator)"
+        )
     if cfg.job.model is None and "model" not in cfg.search:
         problems.append("job.model: required key is missing (or search it under [search.model])")
     if cfg.job.model is not None and "model" in cfg.search:

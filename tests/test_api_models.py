@@ -246,3 +246,12 @@ def test_page_parses_with_and_without_has_more() -> None:
     )
     assert page.has_more is False and page.data[0].message == ""
     assert Page[Event].model_validate({"data": []}).has_more is None
+
+
+def test_float_times_and_counts_from_a_provider_are_read() -> None:
+    """Unix times and counts sent as floats are accepted (seconds kept), not a protocol error."""
+    job = Job.model_validate(
+        {"id": "ftjob-1", "created_at": 1732000000.75, "model": "m", "status": "running",
+         "training_file": "file-1", "trained_tokens": 1200.0, "finished_at": None}
+    )  # fmt: skip
+    assert job.created_at == 1732000000 and job.trained_tokens == 1200

@@ -11,10 +11,12 @@ wire only through :meth:`CreateJobRequest.to_payload`.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+import math
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -54,6 +56,17 @@ EXCLUSIVE_LOW = frozenset({"max_grad_norm"})
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _whole(value: Any) -> Any:
+    """Providers may send unix times and counts as floats (1732000000.25): keep the seconds."""
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    return value
+
+
+# an int field that also takes a float from the wire, truncated
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
 
 
 class _Response(BaseModel):
@@ -167,13 +180,13 @@ class Job(_Response):
     """Nebius ``FineTuningJob`` (OpenAI's fields optional)."""
 
     id: str
-    created_at: int
+    created_at: WholeNumber
     model: str
     status: str
     training_file: str
     object: str = "fine_tuning.job"
     error: JobError | None = None
-    finished_at: int | None = None
+    finished_at: WholeNumber | None = None
     hyperparameters: JobHyperparameters | None = None
     method: dict[str, Any] | None = None
     integrations: list[dict[str, Any]] | None = None
@@ -182,11 +195,11 @@ class Job(_Response):
     result_files: list[str] = Field(default_factory=list)
     seed: int | None = None
     suffix: str | None = None
-    trained_tokens: int | None = None
+    trained_tokens: WholeNumber | None = None
     validation_file: str | None = None
-    estimated_finish: int | None = None
-    trained_steps: int | None = None
-    total_steps: int | None = None
+    estimated_finish: WholeNumber | None = None
+    trained_steps: WholeNumber | None = None
+    total_steps: WholeNumber | None = None
     # OpenAI only
     fine_tuned_model: str | None = None
     user_provided_suffix: str | None = None  # OpenAI echoes the suffix here, not in `suffix`
@@ -199,7 +212,7 @@ class Job(_Response):
 
 class Event(_Response):
     id: str
-    created_at: int
+    created_at: WholeNumber
     level: str = "info"
     message: str = ""
     object: str = "fine_tuning.job.event"
@@ -221,9 +234,9 @@ class CheckpointMetrics(_Response):
 
 class Checkpoint(_Response):
     id: str
-    created_at: int
+    created_at: WholeNumber
     fine_tuning_job_id: str
-    step_number: int
+    step_number: WholeNumber
     metrics: CheckpointMetrics = Field(default_factory=CheckpointMetrics)
     fine_tuned_model_checkpoint: str | None = None
     object: str = "fine_tuning.job.checkpoint"
@@ -233,8 +246,8 @@ class Checkpoint(_Response):
 class FileObject(_Response):
     id: str
     object: str = "file"
-    bytes: int | None = None
-    created_at: int | None = None
+    bytes: WholeNumber | None = None
+    created_at: WholeNumber | None = None
     filename: str | None = None
     purpose: str | None = None
     status: str | None = None
