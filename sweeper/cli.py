@@ -410,9 +410,26 @@ def db_upgrade(config: str) -> None:
     click.echo(f"{cfg.sweep.storage}: sweeper's tables are at the newest schema")
 
 
+def _configure_logging(debug: bool) -> None:
+    """sweeper's warnings (retries, adoptions) as short lines on stderr; stamina's own retry
+    records repeat them without the reason, so they are left out unless --debug."""
+    import logging
+
+    root = logging.getLogger("sweeper")
+    if not any(getattr(h, "sweeper_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.sweeper_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        logging.getLogger("stamina").setLevel(logging.ERROR)
+
+
 def main() -> None:
     """Console entry point: SweeperError becomes one line and its exit code."""
     debug = "--debug" in sys.argv[1:]
+    _configure_logging(debug)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

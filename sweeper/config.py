@@ -145,6 +145,7 @@ class ApiSection(_Strict):
     api_key_env: str = Field(default="NEBIUS_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     poll_interval: float = Field(default=30.0, gt=0, le=3600)
     request_timeout: float = Field(default=60.0, gt=0, le=3600)
+    max_retry_time: float = Field(default=120.0, gt=0, le=3600)  # per request, retries included
     ai_project_id: str | None = None
     local: LocalServiceSection = Field(default_factory=LocalServiceSection)
 

@@ -506,13 +506,14 @@ class ApiClient:
                 return False
             wait = exc.retry_after
             if wait is None:
-                return True  # stamina's jittered exponential backoff (stamina logs the retry)
+                _log.warning("%s: %s; retrying", call.key, exc)
+                return True  # stamina's jittered exponential backoff
             if self._clock() - call.started + wait > self._retry_timeout:
                 _log.warning(
                     "%s: the server asks to wait %.1f s, beyond the budget", call.key, wait
                 )
                 return False
-            _log.info("%s: waiting %.1f s as the server asks", call.key, wait)
+            _log.warning("%s: %s; retrying in %.1f s as the server asks", call.key, exc, wait)
             call.pending_wait = wait
             return 0.0  # we sleep the server's wait ourselves (see _pause), not stamina
 

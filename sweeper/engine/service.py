@@ -109,7 +109,11 @@ def open_runner(
         with (
             provider(cfg, checked.api_key, env) as (base_url, key, cache_key),
             ApiClient(
-                base_url, key, timeout=cfg.api.request_timeout, project=cfg.api.ai_project_id
+                base_url,
+                key,
+                timeout=cfg.api.request_timeout,
+                retry_timeout=cfg.api.max_retry_time,
+                project=cfg.api.ai_project_id,
             ) as client,
         ):
             files = (
