@@ -30,41 +30,19 @@ def _sweepdb():  # type: ignore[no-untyped-def]
 sweepdb = _sweepdb()
 
 
-def write_config(folder: Path, name: str, db: Path, metric: str = '"valid_loss"',
-                 direction: str = '"minimize"') -> Path:
-    (folder / "train.jsonl").write_text(
-        '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}\n')
-    cfg = folder / f"{name}.toml"
-    cfg.write_text(
-        f'[sweep]\nname = "{name}"\nstorage = "sqlite:///{db}"\nmetric = {metric}\n'
-        f'direction = {direction}\n\n'
-        '[job]\nmodel = "meta-llama/Llama-3.1-8B-Instruct"\ntraining_file = "train.jsonl"\n\n'
-        '[search.learning_rate]\ntype = "float"\nlow = 1e-5\nhigh = 1e-3\nlog = true\n\n'
-        "[budget]\nmax_trained_tokens = 100000\nprice_per_million_tokens = 0.4\n"
-        "max_failed_trials = 3\n")
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("single")
     sweepdb.build_sweep(folder / "s.db", sweepdb.demo_trials(), name="demo")
-    return write_config(folder, "demo", folder / "s.db")
+    return sweepdb.write_config(folder, "demo", folder / "s.db")
 
 
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("multi")
-    sweepdb.build_sweep(folder / "m.db", sweepdb.demo_trials(multi=True), name="multi",
-                        directions=("minimize", "minimize"))
-    return write_config(folder, "multi", folder / "m.db", '["valid_loss", "cost"]',
-                        '["minimize", "minimize"]')
+    return sweepdb.build_multi(tmp_path_factory.mktemp("multi"))
 
 
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+invoke = sweepdb.invoke
 
 
 def test_json_has_contract_keys_and_values(single: Path) -> None:

@@ -25,7 +25,7 @@ def _load(name: str):  # type: ignore[no-untyped-def]
 
 
 sweepdb = _load("test_report_sweepdb")
-write_config = _load("test_report_compare").write_config
+write_config = sweepdb.write_config
 CHROMIUM = "/usr/bin/chromium"
 
 

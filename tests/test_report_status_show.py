@@ -27,7 +27,7 @@ def _load(name: str):  # type: ignore[no-untyped-def]
 
 
 sweepdb = _load("test_report_sweepdb")
-write_config = _load("test_report_compare").write_config
+write_config = sweepdb.write_config
 SECRET = "sk-SECRET-do-not-print-0123456789"
 
 
@@ -41,17 +41,10 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("multi")
-    sweepdb.build_sweep(folder / "m.db", sweepdb.demo_trials(multi=True), name="multi",
-                        directions=("minimize", "minimize"))
-    return write_config(folder, "multi", folder / "m.db", '["valid_loss", "cost"]',
-                        '["minimize", "minimize"]')
+    return sweepdb.build_multi(tmp_path_factory.mktemp("multi"))
 
 
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+invoke = sweepdb.invoke
 
 
 def run_main(argv: list[str], monkeypatch: pytest.MonkeyPatch,

@@ -243,3 +243,42 @@ def _insert_attempts(session: Session, sweep_id: int, name: str, trials: list[Fa
         session.execute(insert(CheckpointRow), cks)
     if evs:
         session.execute(insert(EventRow), evs)
+
+
+# --- shared by the report tests (test files cannot import each other) --------------------------
+
+
+def write_config(folder: Path, name: str, db: Path, metric: str = '"valid_loss"',
+                 direction: str = '"minimize"') -> Path:
+    example = '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}\n'
+    (folder / "train.jsonl").write_text(example)
+    (folder / "valid.jsonl").write_text(example)
+    cfg = folder / f"{name}.toml"
+    cfg.write_text(
+        f'[sweep]\nname = "{name}"\nstorage = "sqlite:///{db}"\nmetric = {metric}\n'
+        f'direction = {direction}\n\n'
+        '[job]\nmodel = "meta-llama/Llama-3.1-8B-Instruct"\ntraining_file = "train.jsonl"\n'
+        'validation_file = "valid.jsonl"\n\n'
+        '[search.learning_rate]\ntype = "float"\nlow = 1e-5\nhigh = 1e-3\nlog = true\n\n'
+        "[budget]\nmax_trained_tokens = 100000\nprice_per_million_tokens = 0.4\n"
+        "max_failed_trials = 3\n")
+    return cfg
+
+
+def build_multi(folder: Path) -> Path:
+    """A two-objective sweep (valid_loss, cost) and its config; the config's path."""
+    build_sweep(folder / "m.db", demo_trials(multi=True), name="multi",
+                directions=("minimize", "minimize"))
+    return write_config(folder, "multi", folder / "m.db", '["valid_loss", "cost"]',
+                        '["minimize", "minimize"]')
+
+
+def invoke(*args: str) -> str:
+    """Run a `sweep` command in-process; it must succeed; its output."""
+    from click.testing import CliRunner
+
+    from sweeper.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
