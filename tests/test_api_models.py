@@ -255,3 +255,19 @@ def test_float_times_and_counts_from_a_provider_are_read() -> None:
          "training_file": "file-1", "trained_tokens": 1200.0, "finished_at": None}
     )  # fmt: skip
     assert job.created_at == 1732000000 and job.trained_tokens == 1200
+
+
+def test_explicit_nulls_from_a_provider_mean_none() -> None:
+    """null metrics, result_files, level or message parse as empty, not as a protocol error."""
+    ck = Checkpoint.model_validate(
+        {"id": "ftckpt_1", "created_at": 1, "fine_tuning_job_id": "ftjob-1", "step_number": 3,
+         "metrics": None, "result_files": None}
+    )  # fmt: skip
+    assert ck.metrics.valid_loss is None and ck.result_files == []
+    ev = Event.model_validate({"id": "e", "created_at": 1, "level": None, "message": None})
+    assert ev.message == "" and ev.level == ""
+    job = Job.model_validate(
+        {"id": "ftjob-1", "created_at": 1, "model": "m", "status": "queued",
+         "training_file": "file-1", "result_files": None}
+    )  # fmt: skip
+    assert job.result_files == []

@@ -69,6 +69,23 @@ def _whole(value: Any) -> Any:
 WholeNumber = Annotated[int, BeforeValidator(_whole)]
 
 
+def _null_is_empty(value: Any) -> Any:
+    """A provider's explicit null for a list, an object or a text means "none"."""
+    return {} if value is None else value
+
+
+def _null_list(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def _null_text(value: Any) -> Any:
+    return "" if value is None else value
+
+
+FileIds = Annotated[list[str], BeforeValidator(_null_list)]
+Text = Annotated[str, BeforeValidator(_null_text)]
+
+
 class _Response(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -192,7 +209,7 @@ class Job(_Response):
     integrations: list[dict[str, Any]] | None = None
     from_checkpoint: dict[str, Any] | None = None
     organization_id: str | None = ""
-    result_files: list[str] = Field(default_factory=list)
+    result_files: FileIds = Field(default_factory=list)
     seed: int | None = None
     suffix: str | None = None
     trained_tokens: WholeNumber | None = None
@@ -213,8 +230,8 @@ class Job(_Response):
 class Event(_Response):
     id: str
     created_at: WholeNumber
-    level: str = "info"
-    message: str = ""
+    level: Text = "info"
+    message: Text = ""
     object: str = "fine_tuning.job.event"
     data: Any = None
     type: str | None = None
@@ -237,10 +254,12 @@ class Checkpoint(_Response):
     created_at: WholeNumber
     fine_tuning_job_id: str
     step_number: WholeNumber
-    metrics: CheckpointMetrics = Field(default_factory=CheckpointMetrics)
+    metrics: Annotated[CheckpointMetrics, BeforeValidator(_null_is_empty)] = Field(
+        default_factory=CheckpointMetrics
+    )
     fine_tuned_model_checkpoint: str | None = None
     object: str = "fine_tuning.job.checkpoint"
-    result_files: list[str] = Field(default_factory=list)  # Nebius list items only
+    result_files: FileIds = Field(default_factory=list)  # Nebius list items only
 
 
 class FileObject(_Response):

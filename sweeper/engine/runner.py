@@ -139,6 +139,7 @@ class Runner:
             self.n_trials = min(self.n_trials, len(self._grid))
         self._pruning = cfg.pruning.pruner != "none" and len(cfg.sweep.metrics) == 1
         q.LIVE_IN_PROCESS.add(worker_id)
+        self._list_jobs_works = True
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -502,8 +503,14 @@ class Runner:
         if not inflight:
             return
         wanted = {a.job_id for a in inflight}
-        page = self.client.list_jobs(limit=min(100, max(20, 2 * len(inflight))))
-        seen = {j.id: j for j in page.data if j.id in wanted}
+        seen: dict[str, Job] = {}
+        if self._list_jobs_works:
+            try:
+                page = self.client.list_jobs(limit=min(100, max(20, 2 * len(inflight))))
+                seen = {j.id: j for j in page.data if j.id in wanted}
+            except ApiRejected as exc:  # a provider without a job list: one GET per job
+                log.warning("listing jobs failed (%s); polling each job instead", exc)
+                self._list_jobs_works = False
         for a in inflight:
             assert a.job_id is not None
             job = seen.get(a.job_id)
