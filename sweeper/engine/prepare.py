@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,7 +246,3 @@ def upload_once(
                 return row.file_id
         raise
     return str(uploaded.id)
-
-
-def environ() -> Mapping[str, str]:
-    return os.environ

@@ -45,7 +45,7 @@ from sweeper.api.models import (
 )
 from sweeper.config import Config, IntParam
 from sweeper.engine import objective
-from sweeper.engine.study import JOB_ID_ATTR, LAUNCH_REF_ATTR, grid_points
+from sweeper.engine.study import JOB_ID_ATTR, LAUNCH_REF_ATTR, distributions, grid_points
 from sweeper.errors import ApiNotFound, ApiRejected, EvaluatorError
 from sweeper.store import queries as q
 from sweeper.store.db import transaction, write_transaction
@@ -333,8 +333,6 @@ class Runner:
             )
 
     def _distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
-        from sweeper.engine.study import distributions
-
         return distributions(self.cfg)
 
     def _resolve(self, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -378,15 +376,13 @@ class Runner:
     # --- launch -------------------------------------------------------------------------------
 
     def launch(self, attempt: Attempt) -> None:
+        """Mark the attempt launching (committed) before the POST that creates its job."""
         with transaction(self.Session) as s:
             if not q.move(s, attempt.id, CLAIMED, LAUNCHING, launched_at=q.utcnow()):
                 return
-            fresh = s.get(Attempt, attempt.id)
-            assert fresh is not None
-            suffix = fresh.suffix
-        self._post(attempt.id, suffix)
+        self._post(attempt.id)
 
-    def _post(self, attempt_id: int, suffix: str) -> None:
+    def _post(self, attempt_id: int) -> None:
         with transaction(self.Session) as s:
             a = s.get(Attempt, attempt_id)
             assert a is not None
@@ -493,7 +489,7 @@ class Runner:
                     self.observe("reattached", job_id=job.id, suffix=suffix)
                     self._record_job(attempt_id, job)
                 else:
-                    self._post(attempt_id, suffix)
+                    self._post(attempt_id)
 
     # --- watch --------------------------------------------------------------------------------
 
@@ -595,14 +591,12 @@ class Runner:
         with transaction(self.Session) as s:
             q.store_checkpoints(s, a.id, checkpoints)
             rows = q.checkpoints_of(s, a.id)
-            after = q.last_event_id(s, a.id) if final else None
         if final:
             events = self.client.list_events(job.id)
             with transaction(self.Session) as s:
                 q.store_events(s, a.id, events)
         if self._pruning and not final and a.trial_id is not None:
             self._report(a, rows)
-        del after
 
     def _report(self, a: Attempt, rows: list[Any]) -> None:
         metric = self.cfg.sweep.metrics[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -230,6 +230,3 @@ def plan_sweep(cfg: Config, *, env: Mapping[str, str], n_trials: int | None = No
             "before every trial runs"
         )
     return plan
-
-
-RunCallable = Callable[..., RunResult]

@@ -425,9 +425,7 @@ def _chunked_storage(url: str, engine_kwargs: dict[str, Any]) -> RDBStorage:
         ) -> list[Any]:
             if not hasattr(self, "_build_frozen_trial_from_trial_model"):  # other Optuna
                 return list(
-                    super()._get_trials(
-                        study_id, states, included_trial_ids, trial_id_greater_than
-                    )
+                    super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
                 )
             trial = models.TrialModel
             earlier = {i for i in included_trial_ids if i <= trial_id_greater_than}

@@ -361,15 +361,6 @@ def store_events(session: Session, attempt_id: int, events: Sequence[Event]) -> 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def last_event_id(session: Session, attempt_id: int) -> str | None:
-    return session.scalar(
-        select(EventRow.event_id)
-        .where(EventRow.attempt_id == attempt_id)
-        .order_by(EventRow.created_at.desc(), EventRow.id.desc())
-        .limit(1)
-    )
-
-
 def checkpoints_of(session: Session, attempt_id: int) -> list[CheckpointRow]:
     return list(
         session.scalars(
