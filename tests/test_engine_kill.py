@@ -93,3 +93,34 @@ def test_sigint_exits_130_and_leaves_the_job_running(
     with ApiClient(svc.base_url, svc.api_key) as client:
         jobs = list(client.iter_jobs())
     assert len(jobs) == 1 and jobs[0].is_terminal
+
+
+def test_sigint_with_cancel_on_exit_cancels_and_closes(
+    tmp_path, service_process, make_config, sweep_cmd, rows_of
+):
+    """With --cancel-on-exit, Ctrl-C cancels the job in flight and closes its trial before
+    exiting 130; nothing is left running at the provider."""
+    import signal
+
+    from sweeper.api.client import ApiClient
+
+    svc = service_process("--step-delay", "1.0")
+    path = make_config(svc, sweep={"n_trials": 2}, api={"poll_interval": 0.05})
+    env = {**os.environ, "SWEEPER_TEST_KEY": svc.api_key}
+    proc = subprocess.Popen(
+        [*sweep_cmd, "run", str(path), "--cancel-on-exit"], env=env, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "launched" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.stdout.read()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 130
+    with ApiClient(svc.base_url, svc.api_key) as client:
+        jobs = list(client.iter_jobs())
+    assert jobs and all(j.status == "cancelled" for j in jobs)
+    rows = rows_of(path)
+    assert rows and all(a.state == "closed" and a.trial_state == "FAIL" for a in rows)
