@@ -30,7 +30,11 @@ from pydantic import (
     model_validator,
 )
 
-from sweeper.api.models import EXCLUSIVE_LOW, HYPERPARAMETER_RANGES, Hyperparameters
+from sweeper.api.models import (
+    EXCLUSIVE_LOW,
+    HYPERPARAMETER_RANGES,
+    OPENAI_HYPERPARAMETER_RANGES,
+)
 from sweeper.errors import ConfigError
 
 LOCAL = "local"
@@ -141,6 +145,9 @@ class LocalServiceSection(_Strict):
 
 
 class ApiSection(_Strict):
+    # which API dialect: Nebius hyperparameters, tags; or OpenAI's (learning_rate_multiplier,
+    # metadata instead of tags)
+    provider: Literal["nebius", "openai"] = "nebius"
     base_url: str = LOCAL
     api_key_env: str = Field(default="NEBIUS_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     poll_interval: float = Field(default=30.0, gt=0, le=3600)
@@ -264,6 +271,7 @@ class Config(_Strict):
             "metric_reduce": self.sweep.metric_reduce,
             "sampler": self.sweep.sampler,
             "seed": self.sweep.seed,
+            "provider": self.api.provider,
         }
 
 
@@ -553,27 +561,37 @@ def _check_objective(cfg: Config) -> list[str]:
     return problems
 
 
+def hyperparameter_ranges(cfg: Config) -> dict[str, tuple[type, float | None, float | None]]:
+    """The documented hyperparameters of the configured provider: name -> (type, low, high)."""
+    if cfg.api.provider == "openai":
+        return OPENAI_HYPERPARAMETER_RANGES
+    return HYPERPARAMETER_RANGES
+
+
 def _check_hyperparameters(cfg: Config) -> list[str]:
     problems = []
-    known = list(HYPERPARAMETER_RANGES)
-    for name in cfg.job.hyperparameters:
-        if name not in HYPERPARAMETER_RANGES:
+    ranges = hyperparameter_ranges(cfg)
+    for name, value in cfg.job.hyperparameters.items():
+        where = f"job.hyperparameters.{name}"
+        if name not in ranges:
             problems.append(
-                f"job.hyperparameters.{name}: unknown hyperparameter, the provider would "
-                f"silently ignore it{_did_you_mean(name, known)}"
+                f"{where}: unknown hyperparameter, the provider ({cfg.api.provider}) would "
+                f"silently ignore it{_did_you_mean(name, list(ranges))}"
             )
+            continue
         if name in cfg.search:
-            problems.append(
-                f"job.hyperparameters.{name}: also searched in [search.{name}]; keep one"
-            )
-    fixed = {k: v for k, v in cfg.job.hyperparameters.items() if k in HYPERPARAMETER_RANGES}
-    for name, value in fixed.items():
-        problems += _check_hp_value(f"job.hyperparameters.{name}", name, value)
+            problems.append(f"{where}: also searched in [search.{name}]; keep one")
+        problems += _check_hp_value(where, value, ranges[name], name in EXCLUSIVE_LOW)
     return problems
 
 
-def _check_hp_value(where: str, name: str, value: Any) -> list[str]:
-    kind = HYPERPARAMETER_RANGES[name][0]
+def _check_hp_value(
+    where: str,
+    value: Any,
+    limits: tuple[type, float | None, float | None],
+    exclusive_low: bool,
+) -> list[str]:
+    kind, low, high = limits
     if kind is bool:
         return [] if isinstance(value, bool) else [f"{where}: must be true or false"]
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -582,23 +600,25 @@ def _check_hp_value(where: str, name: str, value: Any) -> list[str]:
         return [f"{where}: must be a finite number"]
     if kind is int and not isinstance(value, int):
         return [f"{where}: must be a whole number, got {value}"]
-    try:
-        Hyperparameters.model_validate({name: float(value) if kind is float else value})
-    except ValidationError:
-        return [f"{where}: {value} is outside the provider's range {_range_text(name)}"]
+    too_low = low is not None and (value <= low if exclusive_low else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        return [
+            f"{where}: {value} is outside the provider's range "
+            f"{_range_text(low, high, exclusive_low)}"
+        ]
     return []
 
 
-def _range_text(name: str) -> str:
-    _, low, high = HYPERPARAMETER_RANGES[name]
-    lo = ("> " if name in EXCLUSIVE_LOW else ">= ") + f"{low:g}" if low is not None else ""
+def _range_text(low: float | None, high: float | None, exclusive_low: bool) -> str:
     if high is None:
-        return lo
+        return ("> " if exclusive_low else ">= ") + f"{low:g}" if low is not None else ""
     return f"{low:g}..{high:g}"
 
 
 def _check_search(cfg: Config) -> list[str]:
     problems = []
+    ranges = hyperparameter_ranges(cfg)
     for name, spec in cfg.search.items():
         where = f"search.{name}"
         if name == "model":
@@ -607,23 +627,25 @@ def _check_search(cfg: Config) -> list[str]:
             ):
                 problems.append(f"{where}: model is searched as categorical choices of names")
             continue
-        if name not in HYPERPARAMETER_RANGES:
+        if name not in ranges:
             problems.append(
-                f"{where}: unknown hyperparameter, the provider would silently ignore it"
-                f"{_did_you_mean(name, [*HYPERPARAMETER_RANGES, 'model'])}"
+                f"{where}: unknown hyperparameter, the provider ({cfg.api.provider}) would "
+                f"silently ignore it{_did_you_mean(name, [*ranges, 'model'])}"
             )
             continue
-        kind = HYPERPARAMETER_RANGES[name][0]
+        limits, exclusive = ranges[name], name in EXCLUSIVE_LOW
+        kind = limits[0]
         if isinstance(spec, CategoricalParam):
             for i, choice in enumerate(spec.choices):
-                problems += _check_hp_value(f"{where}.choices[{i}]", name, choice)
+                problems += _check_hp_value(f"{where}.choices[{i}]", choice, limits, exclusive)
         elif kind is bool:
             problems.append(f"{where}: {name} is true/false; search it as categorical")
         elif kind is int and isinstance(spec, FloatParam):
             problems.append(f'{where}: {name} is a whole number; use type = "int"')
         else:
             for bound in ("low", "high"):
-                problems += _check_hp_value(f"{where}.{bound}", name, getattr(spec, bound))
+                value = getattr(spec, bound)
+                problems += _check_hp_value(f"{where}.{bound}", value, limits, exclusive)
     return problems
 
 

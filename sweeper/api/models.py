@@ -51,7 +51,15 @@ HYPERPARAMETER_RANGES: dict[str, tuple[type, float | None, float | None]] = {
     "lora_alpha": (int, 8, None),
     "lora_dropout": (float, 0.0, 1.0),
 }
-EXCLUSIVE_LOW = frozenset({"max_grad_norm"})
+EXCLUSIVE_LOW = frozenset({"max_grad_norm", "learning_rate_multiplier"})
+
+# OpenAI's supervised hyperparameters (finetune-api.md section 12); "auto" is left to the
+# provider by not sending the field.
+OPENAI_HYPERPARAMETER_RANGES: dict[str, tuple[type, float | None, float | None]] = {
+    "batch_size": (int, 1, 256),
+    "learning_rate_multiplier": (float, 0.0, None),  # exclusive low: > 0
+    "n_epochs": (int, 1, 50),
+}
 
 
 class _Request(BaseModel):
@@ -110,6 +118,14 @@ class Hyperparameters(_Request):
     lora_dropout: float | None = Field(default=None, ge=0, le=1)
 
 
+class OpenAIHyperparameters(_Request):
+    """OpenAI's ``hyperparameters`` (no Nebius knobs; unknown names refused)."""
+
+    batch_size: int | None = Field(default=None, ge=1, le=256)
+    learning_rate_multiplier: float | None = Field(default=None, gt=0)
+    n_epochs: int | None = Field(default=None, ge=1, le=50)
+
+
 class SupervisedMethod(_Request):
     hyperparameters: Hyperparameters | None = None
 
@@ -149,7 +165,7 @@ class CreateJobRequest(_Request):
     model: str = Field(min_length=1)
     training_file: str = Field(min_length=1)
     validation_file: str | None = None
-    hyperparameters: Hyperparameters | None = None
+    hyperparameters: Hyperparameters | OpenAIHyperparameters | None = None
     method: Method | None = None
     integrations: list[Integration] | None = None
     seed: int | None = None

@@ -41,6 +41,7 @@ from sweeper.api.models import (
     Hyperparameters,
     Integration,
     Job,
+    OpenAIHyperparameters,
     WandbIntegration,
 )
 from sweeper.config import Config, IntParam
@@ -402,16 +403,16 @@ class Runner:
 
     def _request(self, a: Attempt) -> CreateJobRequest:
         job = self.cfg.job
-        hps = Hyperparameters.model_validate(
-            {
-                k: (
-                    float(v)
-                    if isinstance(v, int) and not isinstance(v, bool) and k in _FLOAT_HPS
-                    else v
-                )
-                for k, v in (a.hyperparameters or {}).items()
-            }
-        )
+        values = {
+            k: (
+                float(v)
+                if isinstance(v, int) and not isinstance(v, bool) and k in _FLOAT_HPS
+                else v
+            )
+            for k, v in (a.hyperparameters or {}).items()
+        }
+        openai = self.cfg.api.provider == "openai"
+        hps = (OpenAIHyperparameters if openai else Hyperparameters).model_validate(values)
         integrations = [
             Integration(
                 wandb=WandbIntegration(
@@ -424,6 +425,7 @@ class Runner:
             )
             for i in job.integrations
         ]
+        labels = {"sweep": self.sweep.name, "trial": str(a.trial_number), "launch": a.launch_ref}
         return CreateJobRequest(
             model=a.model or "",
             training_file=self.files.training_file,
@@ -432,7 +434,13 @@ class Runner:
             integrations=integrations or None,
             seed=job.seed,
             suffix=a.suffix,
-            tags=[self.sweep.name, f"trial-{a.trial_number}", a.launch_ref, *job.tags],
+            # Nebius takes tags (not echoed); OpenAI has no tags but metadata (echoed)
+            tags=None
+            if openai
+            else [self.sweep.name, f"trial-{a.trial_number}", a.launch_ref, *job.tags],
+            metadata={**labels, **{f"tag{i}": t for i, t in enumerate(job.tags)}}
+            if openai
+            else None,
         )
 
     def _record_job(self, attempt_id: int, job: Job) -> None:
@@ -877,8 +885,16 @@ class Runner:
         return out
 
 
+# hyperparameters the request types as floats even where the TOML wrote an integer
 _FLOAT_HPS = frozenset(
-    {"learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm", "lora_dropout"}
+    {
+        "learning_rate",
+        "learning_rate_multiplier",
+        "warmup_ratio",
+        "weight_decay",
+        "max_grad_norm",
+        "lora_dropout",
+    }
 )
 
 
