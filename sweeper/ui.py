@@ -72,6 +72,8 @@ def describe(kind: str, info: dict[str, Any], metric: str) -> str | None:
         return f"trial {trial}: provider failure, retrying ({info.get('error')})"
     if kind == "reused":
         return f"trial {trial}: same hyperparameters as trial {info['earlier']}; result reused"
+    if kind == "budget_cancel":
+        return f"trial {trial}: cancelling {info['job_id']} to stay within the token budget"
     if kind == "stopping":
         return f"stopping launches: {info['reason']}"
     if kind == "interrupted":

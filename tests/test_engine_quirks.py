@@ -119,9 +119,14 @@ def test_openai_dialect_sends_openai_fields(
         search__learning_rate_multiplier={"type": "float", "low": 0.5, "high": 2.0},
         search__n_epochs={"type": "int", "low": 1, "high": 2},
     )
+    with path.open("a") as f:  # W&B: OpenAI holds the key itself, so no env var is needed
+        f.write('\n[[job.integrations]]\ntype = "wandb"\nwandb = { project = "p" }\n')
     result = run_sweep(load_config(path), env=service_env)
     assert result.counts == {"COMPLETE": 2}
     assert len(handler.created) == 2
+    for body in handler.created:
+        wandb = {"project": "p", "name": body["suffix"]}  # and no api_key
+        assert body["integrations"] == [{"type": "wandb", "wandb": wandb}]
     for body, row in zip(handler.created, rows_of(path), strict=True):
         assert set(body["hyperparameters"]) == {"learning_rate_multiplier", "n_epochs"}
         assert "tags" not in body

@@ -50,7 +50,9 @@ def check_inputs(cfg: Config, env: Mapping[str, str]) -> Checked:
                 "(it holds the provider's API key)"
             )
         secrets: dict[str, str] = {}
-        for i, integration in enumerate(cfg.job.integrations):
+        # OpenAI keeps the W&B key in the organisation's settings: nothing to send
+        needs_wandb_key = cfg.api.provider == "nebius"
+        for i, integration in enumerate(cfg.job.integrations if needs_wandb_key else []):
             name = integration.wandb.api_key_env
             value = env.get(name)
             if not value:

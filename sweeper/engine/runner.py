@@ -417,7 +417,7 @@ class Runner:
             Integration(
                 wandb=WandbIntegration(
                     project=i.wandb.project,
-                    api_key=SecretStr(self._secrets[i.wandb.api_key_env]),
+                    api_key=None if openai else SecretStr(self._secrets[i.wandb.api_key_env]),
                     name=i.wandb.name or a.suffix,
                     entity=i.wandb.entity,
                     tags=i.wandb.tags,
