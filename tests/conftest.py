@@ -206,7 +206,7 @@ def _check_invariants(path: Path, base_url: str, api_key: str, n_trials: int) ->
     from sweeper.api.client import ApiClient
     from sweeper.config import load_config
     from sweeper.store.db import make_engine, make_sessionmaker, optuna_storage
-    from sweeper.store.models import CLOSED, Attempt
+    from sweeper.store.models import CLOSED, Attempt, CheckpointRow
 
     cfg = load_config(path)
     url = cfg.storage_url
@@ -233,6 +233,26 @@ def _check_invariants(path: Path, base_url: str, api_key: str, n_trials: int) ->
     assert all(n == 1 for n in suffixes.values()), suffixes
     assert {a.job_id for a in rows if a.job_id} == {j.id for j in jobs}
     assert all(j.is_terminal for j in jobs), [j.status for j in jobs]
+    # no metric lost: every succeeded job's checkpoints are stored (one per epoch) and its
+    # trial's value is the last checkpoint's valid_loss
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            for a in rows:
+                if a.job_status != "succeeded" or a.trial_state != "COMPLETE":
+                    continue
+                kept = list(
+                    s.scalars(
+                        select(CheckpointRow)
+                        .where(CheckpointRow.attempt_id == a.id)
+                        .order_by(CheckpointRow.step_number)
+                    )
+                )
+                epochs = int((a.hyperparameters or {}).get("n_epochs") or 3)
+                assert len(kept) == epochs, (a.trial_number, len(kept), epochs)
+                assert a.values == [kept[-1].valid_loss]
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -173,6 +173,8 @@ def test_user_evaluator_values_and_failures(
         "    if record['params']['lora_r'] == 16:\n"
         "        raise RuntimeError('judge unavailable')\n"
         "    assert record['checkpoints'] and record['job_id'].startswith('ftjob-')\n"
+        "    assert isinstance(record['result_files'], list)\n"
+        "    assert all(c['result_files'] for c in record['checkpoints'])\n"
         "    return record['checkpoints'][-1]['metrics']['train_loss'] + 100\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))

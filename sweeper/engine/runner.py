@@ -735,12 +735,23 @@ class Runner:
             job_id=a.job_id,
         )
 
+    def _result_files(self, a: Attempt) -> tuple[list[str], dict[str, list[str]]]:
+        """The job's result files and each checkpoint's (model weights, adapters, metrics)."""
+        if a.job_id is None:
+            return [], {}
+        try:
+            job = self.client.retrieve_job(a.job_id)
+            checkpoints = self.client.list_checkpoints(a.job_id)
+        except ApiNotFound:
+            return [], {}
+        return list(job.result_files), {c.id: list(c.result_files) for c in checkpoints}
+
     def _outcome(self, a: Attempt) -> tuple[str, list[float] | None, str | None]:
         status = a.job_status
         if status == SUCCEEDED:
             with transaction(self.Session) as s:
                 rows = q.checkpoints_of(s, a.id)
-                record = _record(a, rows) if self.evaluator else None
+            record = _record(a, rows, *self._result_files(a)) if self.evaluator else None
             try:
                 if self.evaluator is not None and record is not None:
                     values = objective.run_evaluator(
@@ -906,7 +917,9 @@ def _key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
-def _record(a: Attempt, rows: list[Any]) -> dict[str, Any]:
+def _record(
+    a: Attempt, rows: list[Any], result_files: list[str], checkpoint_files: dict[str, list[str]]
+) -> dict[str, Any]:
     """What a user evaluator receives about a finished trial."""
     return {
         "trial_number": a.trial_number,
@@ -915,8 +928,14 @@ def _record(a: Attempt, rows: list[Any]) -> dict[str, Any]:
         "params": dict(a.params or {}),
         "hyperparameters": dict(a.hyperparameters or {}),
         "trained_tokens": a.trained_tokens,
+        "result_files": result_files,
         "checkpoints": [
-            {"id": r.checkpoint_id, "step_number": r.step_number, "metrics": dict(r.metrics)}
+            {
+                "id": r.checkpoint_id,
+                "step_number": r.step_number,
+                "metrics": dict(r.metrics),
+                "result_files": checkpoint_files.get(r.checkpoint_id, []),
+            }
             for r in rows
         ],
     }
