@@ -61,6 +61,9 @@ def test_three_workers_on_postgresql_share_the_caps(
     finally:
         engine.dispose()
     # an attempt is in flight from its claim until its job is seen finished
+    # workers get distinct sampler seeds: none replays another's samples (which the engine
+    # would have had to answer by reusing a result instead of launching)
+    assert all(a.reused_from is None and a.job_id for a in rows)
     spans = [(a.created_at, a.finished_at) for a in rows if a.finished_at is not None]
     assert len(spans) == len(rows) == 9
     assert max_overlap(spans) <= 3

@@ -78,6 +78,7 @@ def open_runner(
         make_sessionmaker,
         optuna_storage,
         transaction,
+        write_transaction,
     )
 
     quiet_optuna()
@@ -97,7 +98,8 @@ def open_runner(
             if found is None:
                 raise SweeperError(f"no sweep named {cfg.sweep.name!r} in {cfg.sweep.storage}")
             sweep = found
-        with transaction(Session) as s:
+        # under the sweep lock, so workers starting together get distinct ordinals (and seeds)
+        with write_transaction(Session, sweep.id) as s:
             worker_id, ordinal = q.register_worker(s, sweep.id)
         # each worker and each resume samples a fresh stream: a restarted sampler must not
         # replay the random start of an earlier run
