@@ -156,6 +156,7 @@ class Runner:
         except KeyboardInterrupt:
             self.observe("interrupted", cancel=self.opts.cancel_on_exit)
             if self.opts.cancel_on_exit:
+                self._adopt_posted_jobs()  # a POST the interrupt cut short may have a job
                 self.cancel_in_flight(reason="interrupted")
             return RunResult(self.stop_reason, self.counts(), interrupted=True)
         return RunResult(self.stop_reason, self.counts())
@@ -498,6 +499,16 @@ class Runner:
                     self._record_job(attempt_id, job)
                 else:
                     self._post(attempt_id)
+
+    def _adopt_posted_jobs(self) -> None:
+        """Record the jobs of this worker's launching attempts that exist at the provider,
+        without launching anything (claimed attempts stay for the next run)."""
+        with transaction(self.Session) as s:
+            launching = q.attempts_of(s, self.sweep.id, self.worker_id, (LAUNCHING,))
+        for a in launching:
+            job = self.client.find_job_by_suffix(a.suffix)
+            if job is not None:
+                self._record_job(a.id, job)
 
     # --- watch --------------------------------------------------------------------------------
 
