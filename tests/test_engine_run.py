@@ -195,3 +195,50 @@ def test_observer_hears_launches_and_closes(local_service, service_env, make_con
     run_sweep(load_config(path), env=service_env, observer=rec)
     kinds = rec.kinds()
     assert kinds["launched"] == 2 and kinds["closed"] == 2
+
+
+def test_two_runs_on_a_local_sweep_share_one_embedded_service(
+    tmp_path, make_config, check_invariants
+):
+    """Two `sweep run` on one base_url = "local" sweep: the second uses the first's embedded
+    service (never a second server on the same folder), and every promise holds."""
+    import threading
+
+    from sweeper.engine.prepare import local_state_dir
+    from sweeper.local.embedded import start_embedded
+
+    path = make_config(None, sweep={"n_trials": 6, "max_concurrent": 2})
+    cfg = load_config(path)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            run_sweep(load_config(path), env={})
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert errors == []
+    state = local_state_dir(cfg, {})
+    assert not (state / "service.json").exists()  # the owner cleaned up after both
+    with start_embedded(state, api_key="k") as svc:  # the same folder, served again
+        check_invariants(path, svc.base_url, "k", 6)
+
+
+def test_embedded_service_is_served_once_per_folder(tmp_path, make_config):
+    """While one process part serves a state folder, another gets the same URL and key
+    instead of starting a second server; the owner's key is random, not the provider's."""
+    from sweeper.engine.prepare import embedded_service
+
+    cfg = load_config(make_config(None))
+    with embedded_service(cfg, tmp_path / "state") as (url_a, key_a):
+        with embedded_service(cfg, tmp_path / "state") as (url_b, key_b):
+            assert (url_b, key_b) == (url_a, key_a)
+            with ApiClient(url_b, key_b) as client:
+                assert client.list_jobs().data == []
+        assert key_a.startswith("sk-local-")
+    assert not (tmp_path / "state" / "service.json").exists()

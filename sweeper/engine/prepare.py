@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweeper.config import Config
 from sweeper.datasets import DatasetInfo, inspect_dataset
-from sweeper.errors import ConfigChanged, ConfigError, StoreError
+from sweeper.errors import ConfigChanged, ConfigError, StoreError, SweeperError
 from sweeper.store.models import Sweep
+
+log = logging.getLogger("sweeper.engine")
 
 SWEEPER_HOME_ENV = "SWEEPER_HOME"
 
@@ -187,27 +191,89 @@ def open_sweep_row(Session: sessionmaker[Session], cfg: Config, *, allow_change:
 def provider(
     cfg: Config, api_key: str | None, env: Mapping[str, str]
 ) -> Iterator[tuple[str, str | None, str]]:
-    """(base URL, key, cache key for uploads); starts the embedded service for "local"."""
+    """(base URL, key, cache key for uploads); for "local", the embedded service."""
     if not cfg.is_local:
         yield cfg.api.base_url, api_key, cfg.api.base_url
         return
-    from sweeper.local.embedded import start_embedded
-
     state = local_state_dir(cfg, env)
-    state.mkdir(parents=True, exist_ok=True)
-    from sweeper.local.faults import FaultConfig
+    with embedded_service(cfg, state) as (base_url, key):
+        yield base_url, key, f"local:{state.resolve()}"
 
-    local = cfg.api.local
-    service = start_embedded(
-        state,
-        api_key=api_key,
-        faults=FaultConfig(step_delay=local.step_delay),
-        max_running=local.max_running,
-    )
+
+SERVICE_LOCK = "service.lock"
+SERVICE_INFO = "service.json"
+SERVICE_USERS = "service.users"
+
+
+@contextlib.contextmanager
+def embedded_service(cfg: Config, state: Path) -> Iterator[tuple[str, str]]:
+    """The local service on ``state``: started here, or the one another process runs.
+
+    Exactly one process may serve a state folder (two would both resume its running jobs), so
+    the first takes an exclusive lock on it and leaves its URL and its own random key (never a
+    provider key) in a 0600 file; `sweep run` workers, `cancel` and `gc` that come later use
+    that service.
+    """
+    import fcntl
+    import secrets
+
+    state.mkdir(parents=True, exist_ok=True)
+    lock = (state / SERVICE_LOCK).open("a+")
+    users = (state / SERVICE_USERS).open("a+")
     try:
-        yield service.base_url, service.api_key, f"local:{state.resolve()}"
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(users, fcntl.LOCK_SH)  # the owner stays up while we use its service
+            yield _running_service(state)
+            return
+        from sweeper.local.embedded import start_embedded
+        from sweeper.local.faults import FaultConfig
+
+        local = cfg.api.local
+        service = start_embedded(
+            state,
+            api_key=f"sk-local-{secrets.token_hex(16)}",
+            faults=FaultConfig(step_delay=local.step_delay),
+            max_running=local.max_running,
+        )
+        info = state / SERVICE_INFO
+        try:
+            fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"base_url": service.base_url, "api_key": service.api_key}, f)
+            yield service.base_url, service.api_key
+        finally:
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning(
+                    "the local service stays up until the other sweep processes using it end"
+                )
+                fcntl.flock(users, fcntl.LOCK_EX)
+            info.unlink(missing_ok=True)
+            service.stop()
     finally:
-        service.stop()
+        users.close()
+        lock.close()  # closing releases the locks
+
+
+def _running_service(state: Path, wait: float = 10.0) -> tuple[str, str]:
+    """URL and key of the service another process runs on ``state`` (it may be starting)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            data = json.loads((state / SERVICE_INFO).read_text())
+            return str(data["base_url"]), str(data["api_key"])
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                raise SweeperError(
+                    f"another process holds the local service's folder {state} but does not "
+                    "say where it listens; stop it or remove its lock"
+                ) from None
+            time.sleep(0.05)
 
 
 def upload_once(
