@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -141,25 +142,54 @@ class Runner:
         self._pruning = cfg.pruning.pruner != "none" and len(cfg.sweep.metrics) == 1
         q.LIVE_IN_PROCESS.add(worker_id)
         self._list_jobs_works = True
+        self._interrupted = threading.Event()
 
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         """Run until every trial is closed or a stop condition holds; Ctrl-C returns early."""
-        try:
-            while not self.stopping.is_set():
-                started = self.clock()
-                if self.tick():
-                    break
-                # poll_interval is the period of the ticks, not a pause after each one
-                self.stopping.wait(max(0.0, self.cfg.api.poll_interval - (self.clock() - started)))
-        except KeyboardInterrupt:
-            self.observe("interrupted", cancel=self.opts.cancel_on_exit)
-            if self.opts.cancel_on_exit:
-                self._adopt_posted_jobs()  # a POST the interrupt cut short may have a job
-                self.cancel_in_flight(reason="interrupted")
-            return RunResult(self.stop_reason, self.counts(), interrupted=True)
+        with self._ctrl_c_stops_gracefully():
+            try:
+                while not self.stopping.is_set():
+                    started = self.clock()
+                    if self.tick():
+                        break
+                    # poll_interval is the period of the ticks, not a pause after each one
+                    pause = self.cfg.api.poll_interval - (self.clock() - started)
+                    self.stopping.wait(max(0.0, pause))
+                if self._interrupted.is_set():
+                    raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                self.observe("interrupted", cancel=self.opts.cancel_on_exit)
+                if self.opts.cancel_on_exit:
+                    self._adopt_posted_jobs()  # a POST the interrupt cut short may have a job
+                    self.cancel_in_flight(reason="interrupted")
+                return RunResult(self.stop_reason, self.counts(), interrupted=True)
         return RunResult(self.stop_reason, self.counts())
+
+    @contextlib.contextmanager
+    def _ctrl_c_stops_gracefully(self) -> Iterator[None]:
+        """The first Ctrl-C stops the loop at its next safe point; a second one interrupts.
+
+        Python raises KeyboardInterrupt in whatever code runs when the signal lands, and in a
+        finalizer or weakref callback (SQLAlchemy has some) it is printed and lost; a flag
+        cannot be lost. Only the main thread can own the handler.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._interrupted.is_set():
+                raise KeyboardInterrupt
+            self._interrupted.set()
+            self.stopping.set()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def tick(self) -> bool:
         """One round; True when the sweep is done (for this worker)."""
@@ -890,7 +920,7 @@ class Runner:
                     self._close(fresh)
             pending = still
             if pending:
-                self.stopping.wait(min(0.5, self.cfg.api.poll_interval))
+                time.sleep(min(0.5, self.cfg.api.poll_interval))  # also while stopping
         return [(a.trial_number, a.job_id or "") for a in inflight]
 
     def counts(self) -> dict[str, int]:
