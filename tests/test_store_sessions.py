@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, orm, select
+from sqlalchemy import text as sa_text
 
 from sweeper.errors import StoreError
 from sweeper.store import db
@@ -59,7 +60,7 @@ def claim_until_cap(url: str, sweep_id: int, tag: str, *, locked: bool = True) -
                 n = session.scalar(
                     select(func.count()).select_from(Attempt).where(Attempt.sweep_id == sweep_id)
                 )
-                time.sleep(0.005)  # widen the window between the count and the insert
+                time.sleep(0.03)  # widen the window between the count and the insert
                 if n is not None and n < CAP:
                     ref = f"{tag}-{i}"
                     session.add(
@@ -351,3 +352,32 @@ def test_postgres_claim_lock_blocks_claimers_but_not_fk_inserts(pg_url: str) -> 
         assert done["claimer"] >= done["holder"]
     finally:
         engine.dispose()
+
+
+def test_read_only_engine_changes_nothing_in_the_file(sqlite_url: str) -> None:
+    """make_engine(read_only=True) leaves a file's journal mode alone and refuses writes,
+    even in an ordinary transaction."""
+    import sqlite3
+
+    writer = db.make_engine(sqlite_url)
+    db.ensure_schema(writer)
+    writer.dispose()
+    path = sqlite_url[len("sqlite:///") :]
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    reader = db.make_engine(sqlite_url, read_only=True)
+    try:
+        with (
+            pytest.raises(StoreError, match=r"readonly|read-only|attempt to write"),
+            db.transaction(db.make_sessionmaker(reader)) as session,
+        ):
+            session.execute(
+                sa_text(
+                    "INSERT INTO sweep_workers (id, sweep_id, hostname, pid, started_at,"
+                    " heartbeat_at) VALUES ('w', 1, 'h', 1, '2026-01-01', '2026-01-01')"
+                )
+            )
+    finally:
+        reader.dispose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

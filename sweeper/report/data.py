@@ -15,11 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from sweeper.errors import StoreError
 from sweeper.report.context import ReportContext
@@ -71,6 +70,14 @@ def read_session(storage_url: str) -> Iterator[Session]:
 
     Raises :class:`SweepNotFound` when the SQLite file or sweeper's tables do not exist.
     """
+    from sweeper.store.db import (
+        check_state,
+        make_engine,
+        make_sessionmaker,
+        read_only_session,
+        schema_state,
+    )
+
     try:
         url = make_url(storage_url)
     except ArgumentError as exc:
@@ -80,41 +87,20 @@ def read_session(storage_url: str) -> Iterator[Session]:
         raise SweepNotFound(
             f"no database at {path} (storage {safe_url(storage_url)}); run `sweep run CONFIG` first"
         )
-    engine = create_engine(url, poolclass=NullPool)
-    if url.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _sqlite_read_only)
-    elif url.get_backend_name() == "postgresql":
-        event.listen(engine, "connect", _postgres_read_only)
+    engine = make_engine(storage_url, read_only=True)
     try:
         try:
             if not inspect(engine).has_table(Sweep.__tablename__):
                 raise SweepNotFound(
                     f"no sweeper tables in {safe_url(storage_url)}; run `sweep run CONFIG` first"
                 )
-            from sweeper.store.db import check_state, schema_state
-
-            check_state(engine, schema_state(engine))  # outdated: the `sweep db upgrade` hint
-            with Session(engine, autoflush=False) as session:
-                yield session
         except SQLAlchemyError as exc:
             raise StoreError(f"reading {safe_url(storage_url)} failed: {exc}") from exc
+        check_state(engine, schema_state(engine))  # outdated: the `sweep db upgrade` hint
+        with read_only_session(make_sessionmaker(engine)) as session:
+            yield session
     finally:
         engine.dispose()
-
-
-def _sqlite_read_only(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA query_only = ON")
-    # a running sweep may hold the write lock for a moment; readers wait instead of failing
-    cur.execute("PRAGMA busy_timeout = 5000")
-    cur.close()
-
-
-def _postgres_read_only(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-    cur.close()
-    dbapi_conn.commit()
 
 
 def load_sweep(session: Session, ctx: ReportContext) -> Sweep:

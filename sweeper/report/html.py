@@ -113,20 +113,14 @@ def _quiet_optuna() -> Iterator[None]:
 def _read_only_study(storage_url: str, study_name: str) -> Iterator[Any]:
     """Load the Optuna study without creating tables or writing a row."""
     import optuna
-    from sqlalchemy import event
-    from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
-    from sweeper.report.data import _postgres_read_only, _sqlite_read_only
+    from sweeper.store.db import refuse_writes
 
     storage = optuna.storages.RDBStorage(
         storage_url, skip_table_creation=True, engine_kwargs={"poolclass": NullPool}
     )
-    backend = make_url(storage_url).get_backend_name()
-    if backend == "sqlite":
-        event.listen(storage.engine, "connect", _sqlite_read_only)
-    elif backend == "postgresql":
-        event.listen(storage.engine, "connect", _postgres_read_only)
+    refuse_writes(storage.engine)
     try:
         yield optuna.load_study(study_name=study_name, storage=storage)
     finally:

@@ -61,6 +61,7 @@ __all__ = [
     "migrations_dir",
     "optuna_storage",
     "read_only_session",
+    "refuse_writes",
     "schema_state",
     "transaction",
     "upgrade",
@@ -79,6 +80,7 @@ SchemaState = Literal["blank", "current", "behind", "ahead"]
 # execution options read by the SQLite "begin" hook
 _WRITE_LOCK = "sweeper_write_lock"  # BEGIN IMMEDIATE instead of a deferred BEGIN
 _READ_ONLY = "sweeper_read_only"  # PRAGMA query_only for the transaction
+_ALWAYS_READ_ONLY = "sweeper_always_read_only"  # set on connections of read-only engines
 # pg_advisory_xact_lock key that serializes schema creation/upgrade ("swee" "pdb " in ASCII)
 _PG_SCHEMA_LOCK = 0x7377_6565_7064_6220
 _PG_OPTUNA_LOCK = _PG_SCHEMA_LOCK + 1  # serializes Optuna's own table creation
@@ -89,9 +91,35 @@ _URL_HINT = "expected sqlite:///path/to/sweeps.db or postgresql+psycopg://user@h
 # -- engines -----------------------------------------------------------------------------------
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for sweeper's storage URL: a SQLite file (WAL, foreign keys) or PostgreSQL."""
-    return _create_engine(_checked_url(url))
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for sweeper's storage URL: a SQLite file (WAL, foreign keys) or PostgreSQL.
+
+    ``read_only`` (status, compare, show, report): every connection refuses writes, and the
+    SQLite file is left in whatever journal mode it has.
+    """
+    engine = _create_engine(_checked_url(url), read_only=read_only)
+    if read_only:
+        refuse_writes(engine)
+    return engine
+
+
+def refuse_writes(engine: Engine) -> None:
+    """Make every new connection of ``engine`` read-only (also Optuna's engines)."""
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_connection: Any, connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if engine.dialect.name == "postgresql":
+                cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            else:
+                cursor.execute("PRAGMA query_only = ON")
+        finally:
+            cursor.close()
+        if engine.dialect.name == "postgresql":
+            dbapi_connection.commit()
+        connection_record.info[_READ_ONLY] = True
+        connection_record.info[_ALWAYS_READ_ONLY] = True
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -133,7 +161,11 @@ def _checked_url(url: str | URL) -> URL:
 
 
 def _create_engine(
-    url: URL, *, poolclass: type[NullPool] | None = None, foreign_keys: bool = True
+    url: URL,
+    *,
+    poolclass: type[NullPool] | None = None,
+    foreign_keys: bool = True,
+    read_only: bool = False,
 ) -> Engine:
     kwargs: dict[str, Any] = {}
     if poolclass is not None:
@@ -141,7 +173,7 @@ def _create_engine(
     try:
         if url.get_backend_name() == "sqlite":
             engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT}, **kwargs)
-            _install_sqlite_hooks(engine, foreign_keys=foreign_keys)
+            _install_sqlite_hooks(engine, foreign_keys=foreign_keys, switch_to_wal=not read_only)
             return engine
         connect_args = (
             {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT}
@@ -153,7 +185,7 @@ def _create_engine(
         ) from exc
 
 
-def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
+def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool, switch_to_wal: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         # pysqlite must not emit BEGIN itself: _on_begin decides DEFERRED or IMMEDIATE
@@ -163,7 +195,8 @@ def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
             # WAL is a property of the file: readers never block the writer nor the reverse.
             # Switching needs a moment alone with the file, so only switch when needed, and
             # wait out a writer that is creating the same file at this instant.
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0].lower()
+            if switch_to_wal and mode != "wal":
                 for attempt in range(50):
                     try:
                         cursor.execute("PRAGMA journal_mode=WAL")
@@ -181,6 +214,8 @@ def _install_sqlite_hooks(engine: Engine, *, foreign_keys: bool) -> None:
         options = conn.get_execution_options()
         read_only = bool(options.get(_READ_ONLY, False))
         info = conn.connection.info
+        if info.get(_ALWAYS_READ_ONLY):
+            read_only = True  # a read-only engine never lifts the pragma
         if info.get(_READ_ONLY, False) != read_only:  # the pragma outlives the transaction
             conn.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
             info[_READ_ONLY] = read_only
