@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import ipaddress
 import math
 import re
 import tomllib
@@ -30,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from sweeper.api import is_loopback
 from sweeper.api.models import (
     EXCLUSIVE_LOW,
     HYPERPARAMETER_RANGES,
@@ -509,15 +509,6 @@ def _check_storage(url: str) -> list[str]:
         f"sweep.storage: unsupported storage '{scheme}' "
         "(use sqlite:///FILE or postgresql+psycopg://USER@HOST/DB)"
     ]
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_base_url(url: str) -> list[str]:

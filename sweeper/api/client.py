@@ -34,7 +34,6 @@ import collections
 import contextlib
 import datetime as dt
 import email.utils
-import ipaddress
 import json
 import logging
 import math
@@ -51,6 +50,7 @@ import stamina
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from sweeper import __version__
+from sweeper.api import is_loopback
 from sweeper.api.models import (
     Checkpoint,
     CreateJobRequest,
@@ -144,15 +144,6 @@ class _BearerAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "_BearerAuth(**********)"
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -266,7 +257,7 @@ class ApiClient:
             raise ConfigError(f"api.base_url: {base_url!r} is not a valid URL") from exc
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigError(f"api.base_url: {base_url!r} is not an http(s) URL")
-        if has_key and url.scheme == "http" and not _is_loopback(url.host):
+        if has_key and url.scheme == "http" and not is_loopback(url.host):
             raise ConfigError(
                 f"api.base_url: {base_url!r} is plain http to a host that is not loopback; "
                 "refusing to send the API key unencrypted (use https)"
