@@ -193,8 +193,8 @@ class Runner:
 
     def tick(self) -> bool:
         """One round; True when the sweep is done (for this worker)."""
-        self._heartbeat()
         with transaction(self.Session) as s:
+            q.heartbeat(s, self.worker_id)
             adopted = q.adopt_attempts(s, self.sweep.id, self.worker_id, self.opts.lease)
         if adopted:
             self.observe("adopted", count=adopted)

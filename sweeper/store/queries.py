@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -181,19 +181,18 @@ def count_failed_trials(session: Session, sweep_id: int) -> int:
 
 def token_totals(session: Session, sweep_id: int) -> tuple[int, int]:
     """(tokens trained so far by every attempt, estimated tokens still to come in flight)."""
-    spent = 0
-    pending = 0
-    rows = session.execute(
-        select(Attempt.state, Attempt.trained_tokens, Attempt.estimated_tokens).where(
+    trained = func.coalesce(Attempt.trained_tokens, 0)
+    estimated = func.coalesce(Attempt.estimated_tokens, 0)
+    to_come = case(
+        (Attempt.state.in_(IN_FLIGHT_STATES) & (estimated > trained), estimated - trained),
+        else_=0,
+    )
+    spent, pending = session.execute(
+        select(func.coalesce(func.sum(trained), 0), func.coalesce(func.sum(to_come), 0)).where(
             Attempt.sweep_id == sweep_id
         )
-    )
-    for state, trained, estimated in rows:
-        trained = trained or 0
-        spent += trained
-        if state in IN_FLIGHT_STATES:
-            pending += max((estimated or 0) - trained, 0)
-    return spent, pending
+    ).one()
+    return int(spent), int(pending)
 
 
 def calibration(session: Session, sweep_id: int) -> float | None:
