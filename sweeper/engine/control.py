@@ -5,21 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sweeper.api.models import Job
 from sweeper.config import Config
 from sweeper.engine.prepare import check_inputs
-from sweeper.engine.runner import CANCELLED_BY_USER, RunOptions
-from sweeper.engine.service import open_runner
-
-
-def _control_options(cfg: Config) -> RunOptions:
-    return RunOptions(
-        n_trials=cfg.sweep.n_trials,
-        max_concurrent=cfg.sweep.max_concurrent,
-        lease=timedelta(seconds=max(120.0, 4 * cfg.api.poll_interval)),
-    )
+from sweeper.engine.runner import CANCELLED_BY_USER
+from sweeper.engine.service import open_runner, run_options
 
 
 def cancel_sweep(
@@ -34,7 +25,7 @@ def cancel_sweep(
     from sweeper.store.models import Sweep
 
     checked = check_inputs(cfg, env)
-    with open_runner(cfg, env, checked, _control_options(cfg), create=False) as runner:
+    with open_runner(cfg, env, checked, run_options(cfg), create=False) as runner:
         if trial is None:
             with transaction(runner.Session) as s:
                 row = s.get(Sweep, runner.sweep.id)
@@ -66,7 +57,7 @@ def gc_sweep(
 
     checked = check_inputs(cfg, env)
     pattern = suffix_pattern(cfg.sweep.name)
-    with open_runner(cfg, env, checked, _control_options(cfg), create=False) as runner:
+    with open_runner(cfg, env, checked, run_options(cfg), create=False) as runner:
         with transaction(runner.Session) as s:
             owned = set(
                 s.scalars(

@@ -36,11 +36,12 @@ def run_sweep(
 ) -> RunResult:
     """Start or resume the sweep; returns when every trial is closed or a budget stops it."""
     checked = check_inputs(cfg, env)  # nothing spent, nothing written before this passes
-    opts = RunOptions(
-        n_trials=n_trials or cfg.sweep.n_trials,
-        max_concurrent=max_concurrent or cfg.sweep.max_concurrent,
+    opts = run_options(
+        cfg,
+        n_trials=n_trials,
+        max_concurrent=max_concurrent,
         cancel_on_exit=cancel_on_exit,
-        lease=lease or timedelta(seconds=max(120.0, 4 * cfg.api.poll_interval)),
+        lease=lease,
     )
     with open_runner(
         cfg, env, checked, opts, create=True, allow_config_change=allow_config_change,
@@ -51,6 +52,24 @@ def run_sweep(
         if not result.interrupted and result.stop_reason is None:
             runner.mark_finished()
         return result
+
+
+def run_options(
+    cfg: Config,
+    *,
+    n_trials: int | None = None,
+    max_concurrent: int | None = None,
+    cancel_on_exit: bool = False,
+    lease: timedelta | None = None,
+) -> RunOptions:
+    """The config's caps, overridden from the command line; a worker silent for the lease
+    (at least 2 minutes, or 4 polls) is taken for dead."""
+    return RunOptions(
+        n_trials=n_trials or cfg.sweep.n_trials,
+        max_concurrent=max_concurrent or cfg.sweep.max_concurrent,
+        cancel_on_exit=cancel_on_exit,
+        lease=lease or timedelta(seconds=max(120.0, 4 * cfg.api.poll_interval)),
+    )
 
 
 @contextlib.contextmanager
